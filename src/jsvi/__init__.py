@@ -1,0 +1,51 @@
+"""jsvi: purely functional stochastic variational inference in JAX.
+
+Re-exports only; see ``API.md`` for the public surface.
+"""
+
+from jsvi import constraints, distributions, errors, handlers, transforms
+from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
+from jsvi.core.trace import Site, Trace, format_shapes
+from jsvi.distributions import enable_validation
+from jsvi.handlers import config_enumerate
+from jsvi.infer import Trace_ELBO
+from jsvi.optim import per_param
+from jsvi.svi import (
+    SVI,
+    SVIState,
+    evaluate_loss,
+    get_params,
+    svi_init,
+    svi_run,
+    svi_update,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SVI",
+    "SVIState",
+    "Site",
+    "Trace",
+    "Trace_ELBO",
+    "config_enumerate",
+    "constraints",
+    "deterministic",
+    "distributions",
+    "enable_validation",
+    "errors",
+    "evaluate_loss",
+    "factor",
+    "format_shapes",
+    "get_params",
+    "handlers",
+    "param",
+    "per_param",
+    "plate",
+    "prng_key",
+    "sample",
+    "svi_init",
+    "svi_run",
+    "svi_update",
+    "transforms",
+]

@@ -1,0 +1,445 @@
+"""The primitives users write models and guides with.
+
+``sample``, ``param``, ``plate``, ``deterministic``, ``factor`` and ``prng_key``
+build a ``Message`` and send it through the handler stack.
+
+May import: ``jsvi.core.runtime``, ``jsvi._typing``, ``jsvi.errors``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jsvi._typing import Array, ArrayLike, DistributionLike, PyTree, Shape, shape_of
+from jsvi.core.runtime import CondIndepStackFrame, Handler, Message, apply_stack
+from jsvi.errors import ArgumentError, MissingRNGKeyError, ShapeError, SiteError
+
+__all__ = ["deterministic", "factor", "param", "plate", "prng_key", "sample"]
+
+
+def _missing_key(kind: str, name: str) -> MissingRNGKeyError:
+    return MissingRNGKeyError(
+        f"{kind} site {name!r}: no random key to draw with. Run the function under "
+        "jsvi.handlers.seed(fn, rng_key) (jsvi.svi_init and Predictive do this for "
+        "you)" + (", or pass obs=... to observe the site." if kind == "sample" else ".")
+    )
+
+
+def _draw(msg: Message) -> Array:
+    if msg.rng_key is None:
+        raise _missing_key("sample", msg.name)
+    return msg.fn.sample(msg.rng_key)
+
+
+def _check_obs_shape(msg: Message) -> None:
+    """Inside vectorized plates, ``obs`` must line up with the plate dims."""
+    frames = [f for f in msg.cond_indep_stack if f.vectorized]
+    if not frames:
+        return
+    fn = msg.fn
+    event_ndim = len(fn.event_shape)
+    obs_shape = shape_of(msg.value)
+    obs_batch = obs_shape[: len(obs_shape) - event_ndim]
+    for f in frames:
+        if len(obs_batch) >= -f.dim and obs_batch[f.dim] not in (1, f.subsample_size):
+            raise ShapeError(
+                f"sample site {msg.name!r}: obs has shape {obs_shape}, size "
+                f"{obs_batch[f.dim]} at dim {f.dim}, but plate {f.name!r} has "
+                f"{f.subsample_size} elements there. Index the data with the plate's "
+                "subsample indices, or give obs that size at that dim."
+            )
+    try:
+        joint = np.broadcast_shapes(obs_batch, tuple(fn.batch_shape))
+    except ValueError:
+        joint = None
+    if joint != tuple(fn.batch_shape):
+        raise ShapeError(
+            f"sample site {msg.name!r}: obs batch shape {obs_batch} does not broadcast "
+            f"to the site's batch shape {tuple(fn.batch_shape)} (plates: "
+            f"{', '.join(f'{f.name!r} at dim {f.dim}' for f in frames)}). Reshape "
+            "obs to the batch shape (for example drop a trailing singleton dim), or "
+            "declare event dims with .to_event(n)."
+        )
+
+
+def sample(
+    name: str,
+    fn: DistributionLike,
+    obs: ArrayLike | None = None,
+    infer: dict[str, Any] | None = None,
+) -> Array:
+    """Declare a random variable; return its value.
+
+    Args:
+        name: a name unique within one run of the model (or guide).
+        fn: the distribution the value is drawn from (or scored under, if observed).
+        obs: an observed value; the site is then conditioned on it.
+        infer: per-site options for inference, e.g. ``{"enumerate": "parallel"}``
+            or ``{"baseline": {...}}``.
+
+    Returns:
+        The value: ``obs`` when observed, otherwise a draw from ``fn`` (or the value
+        a handler such as ``replay``/``condition``/``substitute`` supplies), with
+        shape ``fn.batch_shape + fn.event_shape`` after plates broadcast it.
+
+    Example:
+        >>> import jax, jsvi, jsvi.distributions as dist
+        >>> from jsvi import handlers
+        >>> def model():
+        ...     return jsvi.sample("z", dist.Normal(0.0, 1.0))
+        >>> handlers.seed(model, rng_key=0)().shape
+        ()
+    """
+    if not isinstance(name, str):
+        raise ArgumentError(f"sample: name must be a str, got {name!r}.")
+    if not all(hasattr(fn, a) for a in ("sample", "log_prob", "batch_shape")):
+        raise ArgumentError(
+            f"sample site {name!r}: fn must be a distribution, got "
+            f"{type(fn).__name__}. Pass e.g. jsvi.distributions.Normal(0., 1.)."
+        )
+    if infer is not None and not isinstance(infer, dict):
+        raise ArgumentError(
+            f"sample site {name!r}: infer must be a dict, got {type(infer).__name__}."
+        )
+    msg = Message(
+        kind="sample",
+        name=name,
+        fn=fn,
+        value=obs,
+        is_observed=obs is not None,
+        infer=dict(infer or {}),
+        default=_draw,
+    )
+    apply_stack(msg)
+    if msg.is_observed:
+        _check_obs_shape(msg)
+    return msg.value
+
+
+def _param_default(msg: Message) -> PyTree:
+    (init_value,) = msg.args
+    if callable(init_value):
+        if msg.rng_key is None:
+            raise _missing_key("param", msg.name)
+        return init_value(msg.rng_key)
+    return jax.tree.map(jnp.asarray, init_value)
+
+
+def param(
+    name: str,
+    init_value: PyTree,
+    constraint: Any = None,
+    event_dim: int | None = None,
+) -> PyTree:
+    """Declare a learnable parameter; return its current (constrained) value.
+
+    Args:
+        name: the parameter's name; model and guide may share a parameter by name.
+        init_value: an array or scalar, a pytree of arrays (e.g. network weights),
+            or a callable ``rng_key -> value``. Must satisfy ``constraint``.
+        constraint: the parameter's support (default ``constraints.real``). It is
+            optimized in unconstrained space through ``biject_to(constraint)``.
+        event_dim: how many rightmost dims form one event (defaults to the
+            constraint's own ``event_dim``).
+
+    Returns:
+        The parameter's value in constrained space. With no handler active this is
+        ``init_value`` itself.
+
+    Example:
+        >>> import jsvi
+        >>> from jsvi import constraints
+        >>> float(jsvi.param("s", 2.0, constraint=constraints.positive))
+        2.0
+    """
+    if not isinstance(name, str):
+        raise ArgumentError(f"param: name must be a str, got {name!r}.")
+    if constraint is None:
+        from jsvi.constraints import real as constraint  # noqa: PLC0415
+    msg = Message(
+        kind="param",
+        name=name,
+        args=(init_value,),
+        constraint=constraint,
+        event_dim=event_dim,
+        default=_param_default,
+    )
+    return apply_stack(msg).value
+
+
+def deterministic(name: str, value: ArrayLike) -> Array:
+    """Record a value computed from other sites so it appears in traces.
+
+    Example:
+        >>> import jsvi
+        >>> float(jsvi.deterministic("twice", 2.0 * 3.0))
+        6.0
+    """
+    msg = Message(kind="deterministic", name=name, value=value)
+    return apply_stack(msg).value
+
+
+class _Factor:
+    """A stand-in distribution whose log-density is a given array (for ``factor``)."""
+
+    has_rsample = True
+    is_discrete = False
+    event_shape: Shape = ()
+
+    def __init__(self, log_factor: ArrayLike):
+        self.log_factor = jnp.asarray(log_factor)
+        self.batch_shape = tuple(self.log_factor.shape)
+
+    def sample(self, key: Any, sample_shape: Shape = ()) -> Array:
+        del key
+        return jnp.zeros(tuple(sample_shape) + self.batch_shape)
+
+    def log_prob(self, value: ArrayLike) -> Array:
+        del value
+        return self.log_factor
+
+    def expand(self, batch_shape: Shape) -> _Factor:
+        return _Factor(jnp.broadcast_to(self.log_factor, tuple(batch_shape)))
+
+
+def factor(name: str, log_factor: ArrayLike) -> None:
+    """Add ``log_factor`` to the log-density of the enclosing model.
+
+    The site is observed, so it needs no guide counterpart; plates, ``scale`` and
+    ``mask`` apply to it as to any observed site.
+    """
+    lf = jnp.asarray(log_factor)
+    sample(name, _Factor(lf), obs=jnp.zeros(lf.shape))
+
+
+def prng_key() -> Array | None:
+    """Return a fresh key from the enclosing ``seed`` handler (``None`` without one)."""
+    msg = Message(kind="prng_key", name="_jsvi/prng_key")
+    return apply_stack(msg).rng_key
+
+
+# ---------------------------------------------------------------------------
+# plates
+
+
+def _subsample_default(msg: Message) -> Array:
+    size, subsample_size = msg.args
+    if subsample_size == size:
+        return jnp.arange(size)
+    if msg.rng_key is None:
+        raise _missing_key("plate", msg.name)
+    return jax.random.choice(msg.rng_key, size, (subsample_size,), replace=False)
+
+
+def _broadcast_site(msg: Message, frame: CondIndepStackFrame) -> None:
+    """Expand a site's batch shape so that it has ``frame``'s size at its dim."""
+    batch_shape = list(msg.fn.batch_shape)
+    ndim = -frame.dim
+    if len(batch_shape) < ndim:
+        batch_shape = [1] * (ndim - len(batch_shape)) + batch_shape
+    current = batch_shape[frame.dim]
+    if current == frame.subsample_size:
+        if len(batch_shape) == len(msg.fn.batch_shape):
+            return
+    elif current != 1:
+        raise ShapeError(
+            f"sample site {msg.name!r}: batch_shape {tuple(msg.fn.batch_shape)} has "
+            f"size {current} at dim {frame.dim}, but plate {frame.name!r} has size "
+            f"{frame.subsample_size}. Give the distribution's parameters size "
+            f"{frame.subsample_size} (or 1) at dim {frame.dim}, declare event dims "
+            f"with .to_event(n), or move {msg.name!r} outside the plate."
+        )
+    batch_shape[frame.dim] = frame.subsample_size
+    msg.fn = msg.fn.expand(tuple(batch_shape))
+
+
+class _PlateFrame(Handler):
+    """Applies one plate frame (vectorized, or one sequential iteration) to sites."""
+
+    def __init__(self, frame: CondIndepStackFrame):
+        super().__init__()
+        self.frame = frame
+
+    def process(self, msg: Message) -> None:
+        frame = self.frame
+        if msg.kind == "_frames":
+            msg.cond_indep_stack = (frame,) + msg.cond_indep_stack
+            return
+        if msg.kind not in ("sample", "plate"):
+            return
+        msg.cond_indep_stack = (frame,) + msg.cond_indep_stack
+        if msg.kind != "sample":
+            return
+        if frame.subsample_size != frame.size:
+            ratio = frame.size / frame.subsample_size
+            msg.scale = ratio if msg.scale is None else msg.scale * ratio
+        if frame.vectorized:
+            _broadcast_site(msg, frame)
+
+
+def _enclosing_frames() -> tuple[CondIndepStackFrame, ...]:
+    msg = Message(kind="_frames", name="_jsvi/frames")
+    return apply_stack(msg).cond_indep_stack
+
+
+class plate:
+    """A set of conditionally independent sites: vectorized or sequential.
+
+    ``with plate(name, size) as idx:`` is vectorized: sites inside get a batch dim
+    of size ``subsample_size`` (or ``size``) at ``dim``, counted from the right,
+    allocated automatically left of enclosing plates when ``dim`` is None.
+    ``for i in plate(name, size):`` is sequential: each iteration is independent of
+    the others (it matters for ``TraceGraph_ELBO``).
+
+    With ``subsample_size`` the plate draws that many distinct indices from the
+    enclosing ``seed`` key (or takes them from ``subsample``) and scales the
+    log-density of the sites inside by ``size / subsample_size``, which keeps the
+    ELBO estimate unbiased. A guide's indices are replayed into the model's plate
+    of the same name.
+
+    Args:
+        name: plate name.
+        size: the full size of the data dimension.
+        subsample_size: number of elements used in one run (default: ``size``).
+        dim: the batch dim to use (negative), or None to allocate one.
+        subsample: explicit indices (1-D integer array) instead of drawing them.
+
+    Example:
+        >>> import jax.numpy as jnp, jsvi, jsvi.distributions as dist
+        >>> from jsvi import handlers
+        >>> def model(x):
+        ...     with jsvi.plate("data", x.shape[0]):
+        ...         jsvi.sample("x", dist.Normal(0.0, 1.0), obs=x)
+        >>> tr = handlers.trace(model).get_trace(jnp.zeros(3))
+        >>> tr["x"]["fn"].batch_shape
+        (3,)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        subsample_size: int | None = None,
+        dim: int | None = None,
+        subsample: ArrayLike | None = None,
+    ):
+        size = _as_int(size, f"plate {name!r}: size")
+        if size < 1:
+            raise ArgumentError(f"plate {name!r}: size must be >= 1, got {size}.")
+        if subsample is not None:
+            sub_shape = shape_of(subsample)
+            if len(sub_shape) != 1:
+                raise ShapeError(
+                    f"plate {name!r}: subsample must be a 1-D array of indices, got "
+                    f"shape {sub_shape}. Pass e.g. jnp.arange(start, stop)."
+                )
+            if subsample_size is not None and subsample_size != sub_shape[0]:
+                raise ShapeError(
+                    f"plate {name!r}: subsample has {sub_shape[0]} indices but "
+                    f"subsample_size={subsample_size}. Drop one of the two."
+                )
+            subsample_size = sub_shape[0]
+        if subsample_size is None:
+            subsample_size = size
+        subsample_size = _as_int(subsample_size, f"plate {name!r}: subsample_size")
+        if not 1 <= subsample_size <= size:
+            raise ArgumentError(
+                f"plate {name!r}: subsample_size must be in [1, {size}], got "
+                f"{subsample_size}."
+            )
+        if dim is not None and (not isinstance(dim, int) or dim >= 0):
+            raise ArgumentError(
+                f"plate {name!r}: dim must be a negative int (counted from the right), "
+                f"got {dim!r}."
+            )
+        self.name = name
+        self.size = size
+        self.subsample_size = subsample_size
+        self.dim = dim
+        msg = Message(
+            kind="plate",
+            name=name,
+            args=(size, subsample_size),
+            value=None if subsample is None else jnp.asarray(subsample),
+            default=_subsample_default,
+        )
+        apply_stack(msg)
+        indices = msg.value
+        if shape_of(indices) != (subsample_size,):
+            raise ShapeError(
+                f"plate {name!r}: got subsample indices of shape {shape_of(indices)} "
+                f"(from the guide's plate of the same name?), but this plate has "
+                f"subsample_size={subsample_size}. Use the same size and "
+                "subsample_size for the plate in model and guide."
+            )
+        self._indices = indices
+        self._frame_handler: _PlateFrame | None = None
+
+    def __enter__(self) -> Array:
+        outer = [f for f in _enclosing_frames() if f.vectorized]
+        used = {f.dim for f in outer}
+        if any(f.name == self.name for f in outer):
+            raise SiteError(
+                f"plate {self.name!r}: entered inside itself. Plates nest only with "
+                "distinct names."
+            )
+        if self.dim is None:
+            dim = -1
+            while dim in used:
+                dim -= 1
+        else:
+            dim = self.dim
+            if dim in used:
+                other = next(f.name for f in outer if f.dim == dim)
+                raise ShapeError(
+                    f"plate {self.name!r}: dim {dim} is already used by the enclosing "
+                    f"plate {other!r}. Give the plates distinct dims, or leave dim=None "
+                    "to allocate one."
+                )
+        frame = CondIndepStackFrame(self.name, dim, self.size, self.subsample_size)
+        self._frame_handler = _PlateFrame(frame)
+        self._frame_handler.__enter__()
+        return self._indices
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._frame_handler is not None:
+            self._frame_handler.__exit__(exc_type, exc, tb)
+            self._frame_handler = None
+
+    def __iter__(self) -> Iterator[Any]:
+        indices = self._indices
+        if self.subsample_size == self.size:
+            values: Any = range(self.size)
+        elif isinstance(indices, jax.core.Tracer):
+            values = [indices[i] for i in range(self.subsample_size)]
+        else:
+            values = [int(i) for i in np.asarray(indices)]
+        for counter, value in enumerate(values):
+            frame = CondIndepStackFrame(
+                self.name, None, self.size, self.subsample_size, counter
+            )
+            with _PlateFrame(frame):
+                yield value
+
+    def __len__(self) -> int:
+        return self.subsample_size
+
+
+def _as_int(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise ArgumentError(f"{where} must be an int, got {value!r}.")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    raise ArgumentError(
+        f"{where} must be a concrete int, got {value!r}. Plate sizes fix array shapes, "
+        "so they must be known when the model is traced (use x.shape[0], not a traced "
+        "value)."
+    )

@@ -1,0 +1,62 @@
+"""Exceptions and warnings raised by jsvi, and helpers that format their messages.
+
+Every error is a ``JsviError`` and also the builtin it refines, so ``except
+ValueError`` keeps working. Messages follow ``<where>: <what is wrong>. <how to fix>.``
+
+Imports only ``jsvi._typing``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "JsviError",
+    "ArgumentError",
+    "ShapeError",
+    "SiteError",
+    "ModelGuideMismatchError",
+    "MissingRNGKeyError",
+    "SupportError",
+    "NonFiniteError",
+    "CheckpointError",
+    "JsviWarning",
+]
+
+
+class JsviError(Exception):
+    """Base class of every error jsvi raises on purpose."""
+
+
+class ArgumentError(JsviError, ValueError):
+    """A function or distribution got an argument value it cannot use."""
+
+
+class ShapeError(JsviError, ValueError):
+    """Shapes disagree: a site and its plates, ``obs`` and its distribution, ..."""
+
+
+class SiteError(JsviError, ValueError):
+    """A site is malformed: duplicate name, ``obs`` in a guide, bad ``infer`` option."""
+
+
+class ModelGuideMismatchError(JsviError, ValueError):
+    """The model and the guide do not agree on their latent sites or signatures."""
+
+
+class MissingRNGKeyError(JsviError, RuntimeError):
+    """A sample site needs randomness but no ``handlers.seed`` supplies a key."""
+
+
+class SupportError(JsviError, ValueError):
+    """A value lies outside the support or constraint it must satisfy."""
+
+
+class NonFiniteError(JsviError, FloatingPointError):
+    """Training produced non-finite losses or gradients too many times in a row."""
+
+
+class CheckpointError(JsviError, OSError):
+    """A checkpoint file is missing, corrupted or belongs to another state."""
+
+
+class JsviWarning(UserWarning):
+    """Base class of jsvi's warnings."""

@@ -1,0 +1,309 @@
+"""What every ELBO estimator shares: running guide then model, parameter
+transforms, model/guide checks and particle averaging.
+
+May import: ``jsvi.core``, ``jsvi.distributions``, ``jsvi.transforms``,
+``jsvi.constraints``, ``jsvi._typing``, ``jsvi.errors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jsvi._typing import Array, ModelFn, Params, PRNGKey, PyTree, shape_of
+from jsvi.core.handlers import as_key, replay, seed, substitute, trace
+from jsvi.core.runtime import Message
+from jsvi.core.trace import Site, Trace, site_log_prob
+from jsvi.errors import ArgumentError, ModelGuideMismatchError, ShapeError, SiteError
+from jsvi.transforms import biject_to
+
+__all__ = [
+    "ELBO",
+    "check_model_guide",
+    "check_signatures",
+    "constrain",
+    "constrained_param_fn",
+    "get_traces",
+    "unconstrain",
+    "unconstrained_param_fn",
+    "validation_flags",
+]
+
+ParamFn = Callable[[Message], Any]
+
+
+# ---------------------------------------------------------------------------
+# parameters: constrained <-> unconstrained
+
+
+def constrain(value_u: PyTree, constraint: Any) -> PyTree:
+    """Map an unconstrained param (array or pytree of arrays) into ``constraint``."""
+    transform = biject_to(constraint)
+    return jax.tree.map(transform, value_u)
+
+
+def unconstrain(value: PyTree, constraint: Any) -> PyTree:
+    """Map a constrained param value to unconstrained space."""
+    transform = biject_to(constraint)
+    return jax.tree.map(lambda v: transform.inv(jnp.asarray(v, dtype=_float_dtype(v))), value)
+
+
+def _float_dtype(v: Any) -> Any:
+    dtype = jnp.result_type(v)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+
+
+def unconstrained_param_fn(params_u: Mapping[str, PyTree]) -> ParamFn:
+    """A ``substitute_fn`` that reads params from unconstrained values."""
+
+    def fn(msg: Message) -> Any:
+        if msg.kind == "param" and msg.name in params_u:
+            return constrain(params_u[msg.name], msg.constraint)
+        return None
+
+    return fn
+
+
+def constrained_param_fn(params: Mapping[str, PyTree]) -> ParamFn:
+    """A ``substitute_fn`` that reads params from constrained values."""
+
+    def fn(msg: Message) -> Any:
+        if msg.kind == "param":
+            return params.get(msg.name)
+        return None
+
+    return fn
+
+
+# ---------------------------------------------------------------------------
+# running guide and model
+
+
+def get_traces(
+    rng_key: PRNGKey,
+    model: ModelFn,
+    guide: ModelFn,
+    param_fn: ParamFn,
+    args: tuple,
+    kwargs: Mapping[str, Any],
+) -> tuple[Trace, Trace]:
+    """Run the guide, then the model replayed against it; return both traces.
+
+    The guide runs under ``seed`` with the first half of ``rng_key``; the model
+    under ``seed`` with the second half (for its own plates and keys), with the
+    guide's latent values and plate indices replayed.
+    """
+    key_guide, key_model = jax.random.split(rng_key)
+    guide_tr = trace(seed(substitute(guide, substitute_fn=param_fn), key_guide)).get_trace(
+        *args, **kwargs
+    )
+    model_tr = trace(
+        replay(seed(substitute(model, substitute_fn=param_fn), key_model), guide_tr)
+    ).get_trace(*args, **kwargs)
+    check_model_guide(model_tr, guide_tr)
+    return model_tr, guide_tr
+
+
+def check_model_guide(model_tr: Trace, guide_tr: Trace) -> None:
+    """Raise when the model and the guide disagree on their latent sites."""
+    guide_latent = guide_tr.latent_sites()
+    for name, site in guide_tr.observed_sites().items():
+        raise SiteError(
+            f"guide site {name!r}: has obs. A guide describes latent variables only. "
+            f"Remove obs=... from the guide's {name!r}; observe it in the model."
+        )
+    for name, site in model_tr.latent_sites().items():
+        if name not in guide_latent and site.infer.get("enumerate") != "parallel":
+            raise ModelGuideMismatchError(
+                f"model site {name!r}: latent in the model but missing from the guide. "
+                f"Add jsvi.sample({name!r}, ...) to the guide, observe it in the model "
+                "(obs=...), or mark it for enumeration."
+            )
+    model_samples = model_tr.sample_sites()
+    for name, g_site in guide_latent.items():
+        m_site = model_samples.get(name)
+        if m_site is None:
+            raise ModelGuideMismatchError(
+                f"guide site {name!r}: sampled in the guide but not in the model. "
+                f"Remove it from the guide or add jsvi.sample({name!r}, ...) to the "
+                f"model. Model sites: {sorted(model_samples)}."
+            )
+        if m_site.is_observed:
+            raise ModelGuideMismatchError(
+                f"guide site {name!r}: the model observes this site, so the guide must "
+                "not sample it. Remove it from the guide."
+            )
+        _check_value_shape(m_site, g_site)
+
+
+def _check_value_shape(m_site: Site, g_site: Site) -> None:
+    expected = tuple(m_site.fn.batch_shape) + tuple(m_site.fn.event_shape)
+    got = shape_of(g_site.value)
+    if got != expected:
+        raise ShapeError(
+            f"sample site {m_site.name!r}: the guide draws values of shape {got}, but "
+            f"the model's distribution has batch_shape {tuple(m_site.fn.batch_shape)} "
+            f"and event_shape {tuple(m_site.fn.event_shape)} (value shape {expected}). "
+            "Make the two agree: use the same plates in model and guide, and "
+            ".expand(...)/.to_event(n) where a site holds several values."
+        )
+
+
+def check_signatures(model: ModelFn, guide: ModelFn, where: str = "SVI") -> None:
+    """Raise when model and guide visibly take different arguments."""
+    try:
+        m_sig, g_sig = inspect.signature(model), inspect.signature(guide)
+    except (TypeError, ValueError):
+        return
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    if any(p.kind in variadic for p in (*m_sig.parameters.values(), *g_sig.parameters.values())):
+        return
+    m_names = [p.name for p in m_sig.parameters.values()]
+    g_names = [p.name for p in g_sig.parameters.values()]
+    if m_names != g_names:
+        raise ModelGuideMismatchError(
+            f"{where}: model takes ({', '.join(m_names)}) but guide takes "
+            f"({', '.join(g_names)}). Both are called with the same arguments; give "
+            "them the same signature (add unused arguments and `del` them)."
+        )
+
+
+def validation_flags(traces: tuple[Trace, ...]) -> dict[str, Array]:
+    """Boolean arrays, all-True iff every validated distribution is valid.
+
+    Keys read ``"<site>: <argument>"``; the observed value's support check is
+    ``"<site>: value"``.
+    """
+    flags: dict[str, Array] = {}
+    for tr in traces:
+        for name, site in tr.sample_sites().items():
+            fn = site.fn
+            check = getattr(fn, "validation_flags", None)
+            if check is None or not getattr(fn, "_validate_args", False):
+                continue
+            value = site.value if site.is_observed else None
+            for arg, ok in check(value).items():
+                flags[f"sample site {name!r}: {arg}"] = jnp.all(ok)
+    return flags
+
+
+# ---------------------------------------------------------------------------
+# the estimator base
+
+
+@dataclasses.dataclass(frozen=True)
+class ELBO:
+    """Configuration shared by every ELBO estimator.
+
+    Args:
+        num_particles: number of independent draws averaged per estimate.
+        vectorize_particles: draw all particles in one ``vmap`` (fast) or one
+            after another with ``lax.map`` (low memory). Both give the same
+            estimate for the same key.
+    """
+
+    num_particles: int = 1
+    vectorize_particles: bool = True
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        n = self.num_particles
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ArgumentError(f"{name}: num_particles must be an int >= 1, got {n!r}.")
+        if not isinstance(self.vectorize_particles, bool):
+            raise ArgumentError(
+                f"{name}: vectorize_particles must be True or False, got "
+                f"{self.vectorize_particles!r}."
+            )
+
+    # -- hooks for subclasses ----------------------------------------------------
+    def init_state(
+        self,
+        rng_key: PRNGKey,
+        param_fn: ParamFn,
+        model: ModelFn,
+        guide: ModelFn,
+        args: tuple,
+        kwargs: Mapping[str, Any],
+    ) -> PyTree:
+        """The estimator's own state (baselines, ...); ``()`` when it has none."""
+        del rng_key, param_fn, model, guide, args, kwargs
+        return ()
+
+    def particle(
+        self,
+        rng_key: PRNGKey,
+        param_fn: ParamFn,
+        model: ModelFn,
+        guide: ModelFn,
+        elbo_state: PyTree,
+        args: tuple,
+        kwargs: Mapping[str, Any],
+    ) -> tuple[Array, Array, PyTree]:
+        """One particle: ``(surrogate, elbo, state_stats)``.
+
+        ``surrogate`` has the ELBO's value and the gradient estimator's gradient.
+        """
+        raise NotImplementedError
+
+    def update_state(self, elbo_state: PyTree, stats: PyTree) -> PyTree:
+        """Fold the particles' ``state_stats`` (leading particle axis) into state."""
+        del stats
+        return elbo_state
+
+    # -- shared driver -------------------------------------------------------------
+    def _particles(self, rng_key: PRNGKey, fn: Callable[[PRNGKey], Any]) -> Any:
+        keys = jax.random.split(rng_key, self.num_particles)
+        if self.num_particles == 1:
+            return jax.tree.map(lambda x: x[None], fn(keys[0]))
+        if self.vectorize_particles:
+            return jax.vmap(fn)(keys)
+        return jax.lax.map(fn, keys)
+
+    def loss_and_aux(
+        self,
+        rng_key: PRNGKey,
+        param_fn: ParamFn,
+        model: ModelFn,
+        guide: ModelFn,
+        elbo_state: PyTree,
+        args: tuple,
+        kwargs: Mapping[str, Any],
+    ) -> tuple[Array, tuple[Array, PyTree]]:
+        """``(surrogate_loss, (loss, new_elbo_state))`` averaged over particles.
+
+        Differentiate ``surrogate_loss``; report ``loss`` (= -ELBO estimate).
+        """
+
+        def one(key: PRNGKey) -> tuple[Array, Array, PyTree]:
+            return self.particle(key, param_fn, model, guide, elbo_state, args, kwargs)
+
+        surrogates, elbos, stats = self._particles(rng_key, one)
+        new_state = self.update_state(elbo_state, stats)
+        return -jnp.mean(surrogates), (-jnp.mean(elbos), new_state)
+
+    def loss(
+        self,
+        rng_key: PRNGKey,
+        params: Params,
+        model: ModelFn,
+        guide: ModelFn,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Array:
+        """-ELBO estimate at constrained ``params`` (a dict name -> value).
+
+        Differentiable: its gradient is the estimator's gradient.
+        """
+        key = as_key(rng_key, f"{type(self).__name__}.loss")
+        param_fn = constrained_param_fn(params)
+        state = self.init_state(key, param_fn, model, guide, args, kwargs)
+        surrogate, (loss, _) = self.loss_and_aux(
+            key, param_fn, model, guide, state, args, kwargs
+        )
+        return loss + (surrogate - jax.lax.stop_gradient(surrogate))

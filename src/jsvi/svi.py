@@ -1,0 +1,577 @@
+"""The functional SVI loop: ``SVI``, ``SVIState``, ``svi_init``, ``svi_update``,
+``evaluate_loss``, ``get_params`` and ``svi_run``.
+
+Everything that changes per step lives in ``SVIState`` (a pytree). ``SVI`` holds
+only static configuration (model, guide, optimizer, estimator) and is hashable, so
+it can be a static argument of ``jax.jit``.
+
+May import: ``jsvi.infer``, ``jsvi.core``; external: ``optax``, ``tqdm`` (optional).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jsvi._typing import Array, ModelFn, Params, PRNGKey, PyTree, is_concrete
+from jsvi.core.handlers import as_key
+from jsvi.errors import ArgumentError, NonFiniteError, SupportError
+from jsvi.infer._common import (
+    ELBO,
+    check_signatures,
+    constrain,
+    get_traces,
+    unconstrain,
+    unconstrained_param_fn,
+    validation_flags,
+)
+
+__all__ = [
+    "SVI",
+    "SVIState",
+    "evaluate_loss",
+    "get_params",
+    "svi_init",
+    "svi_run",
+    "svi_update",
+]
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class ParamConstraints:
+    """Static (leafless) record of each parameter's constraint, kept in the state."""
+
+    items: tuple[tuple[str, Any], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.items)
+
+
+class SVIState(NamedTuple):
+    """Everything that changes from one SVI step to the next.
+
+    Attributes:
+        params: dict name -> unconstrained parameter value (array or pytree).
+        opt_state: the optax optimizer state.
+        elbo_state: the estimator's state (baseline averages, ...); ``()`` if none.
+        rng_key: the key the next step splits.
+        step: number of steps taken (int32 scalar).
+        num_rejected: number of steps rejected as non-finite (int32 scalar).
+        param_constraints: each parameter's constraint (static, no array leaves).
+    """
+
+    params: Params
+    opt_state: PyTree
+    elbo_state: PyTree
+    rng_key: PRNGKey
+    step: Array
+    num_rejected: Array
+    param_constraints: ParamConstraints = ParamConstraints()
+
+
+@dataclasses.dataclass(frozen=True)
+class SVI:
+    """Static SVI configuration: model, guide, optimizer and ELBO estimator.
+
+    Immutable and hashable, so ``jax.jit(jsvi.svi_update, static_argnums=0)`` works.
+
+    Args:
+        model: ``model(*args, **kwargs)`` using ``jsvi.sample``/``param``/``plate``.
+        guide: the variational family, with the model's signature.
+        optimizer: any ``optax.GradientTransformation``.
+        loss: an estimator such as ``jsvi.Trace_ELBO()``.
+
+    Example:
+        >>> import optax, jsvi
+        >>> svi = jsvi.SVI(lambda: None, lambda: None, optax.adam(1e-2), jsvi.Trace_ELBO())
+        >>> hash(svi) == hash(svi)
+        True
+    """
+
+    model: ModelFn
+    guide: ModelFn
+    optimizer: optax.GradientTransformation
+    loss: ELBO
+
+    def __post_init__(self) -> None:
+        for name in ("model", "guide"):
+            if not callable(getattr(self, name)):
+                raise ArgumentError(
+                    f"SVI: {name} must be callable, got {type(getattr(self, name)).__name__}."
+                )
+        if not (hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")):
+            raise ArgumentError(
+                f"SVI: optimizer must be an optax.GradientTransformation, got "
+                f"{type(self.optimizer).__name__}. Pass e.g. optax.adam(1e-3)."
+            )
+        if not isinstance(self.loss, ELBO):
+            raise ArgumentError(
+                f"SVI: loss must be an ELBO estimator such as jsvi.Trace_ELBO(), got "
+                f"{type(self.loss).__name__}."
+            )
+        check_signatures(self.model, self.guide)
+        try:
+            hash(self)
+        except TypeError as e:
+            raise ArgumentError(
+                f"SVI: model, guide, optimizer and loss must be hashable ({e}). Wrap "
+                "array-holding objects in a function."
+            ) from None
+
+    def init(self, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
+        """Same as ``jsvi.svi_init(self, ...)``."""
+        return svi_init(self, rng_key, *args, **kwargs)
+
+    def update(self, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SVIState, Array]:
+        """Same as ``jsvi.svi_update(self, ...)``."""
+        return svi_update(self, state, *args, **kwargs)
+
+    def evaluate_loss(self, state: SVIState, *args: Any, **kwargs: Any) -> Array:
+        """Same as ``jsvi.evaluate_loss(self, ...)``."""
+        return evaluate_loss(self, state, *args, **kwargs)
+
+    def get_params(self, state: SVIState) -> dict[str, PyTree]:
+        """Same as ``jsvi.get_params(self, state)``."""
+        return get_params(self, state)
+
+    def run(self, rng_key: Any, num_steps: int, *args: Any, **kwargs: Any):
+        """Same as ``jsvi.svi_run(self, ...)``."""
+        return svi_run(self, rng_key, num_steps, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# splitting model arguments into traced arrays and static Python values
+
+
+def _is_dynamic(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, float, complex)) or not (
+        is_concrete(x)
+    )
+
+
+class _Static(NamedTuple):
+    treedef: Any
+    static_leaves: tuple[tuple[int, Hashable], ...]
+    num_leaves: int
+
+
+def _split_args(args: tuple, kwargs: Mapping[str, Any], where: str) -> tuple[list, _Static]:
+    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
+    dynamic, static = [], []
+    for i, leaf in enumerate(leaves):
+        if _is_dynamic(leaf):
+            dynamic.append(leaf)
+            continue
+        try:
+            hash(leaf)
+        except TypeError:
+            raise ArgumentError(
+                f"{where}: argument leaf #{i} of type {type(leaf).__name__} is neither "
+                "an array nor hashable. Pass data as arrays (jnp.asarray(...)); other "
+                "arguments must be hashable Python values."
+            ) from None
+        static.append((i, leaf))
+    return dynamic, _Static(treedef, tuple(static), len(leaves))
+
+
+def _merge_args(static: _Static, dynamic: list) -> tuple[tuple, dict]:
+    leaves: list[Any] = [None] * static.num_leaves
+    for i, leaf in static.static_leaves:
+        leaves[i] = leaf
+    it = iter(dynamic)
+    for i in range(static.num_leaves):
+        if leaves[i] is None:
+            leaves[i] = next(it)
+    args, kwargs = jax.tree.unflatten(static.treedef, leaves)
+    return args, kwargs
+
+
+# ---------------------------------------------------------------------------
+# init
+
+
+def _no_params(msg: Any) -> None:
+    del msg
+    return None
+
+
+def _init_impl(svi: SVI, static: _Static, rng_key: PRNGKey, dynamic: list):
+    args, kwargs = _merge_args(static, dynamic)
+    rng_key, init_key, state_key = jax.random.split(rng_key, 3)
+    model_tr, guide_tr = get_traces(init_key, svi.model, svi.guide, _no_params, args, kwargs)
+    params, constraints, flags = {}, [], {}
+    for tr in (guide_tr, model_tr):
+        for name, site in tr.param_sites().items():
+            if name in params:
+                continue
+            params[name] = unconstrain(site.value, site.constraint)
+            constraints.append((name, site.constraint))
+            in_support = [jnp.all(site.constraint.check(v)) for v in jax.tree.leaves(site.value)]
+            flags[
+                f"param {name!r}: init value lies outside its constraint "
+                f"{site.constraint!r}. Give an init_value inside the constraint"
+            ] = jnp.all(jnp.stack(in_support)) if in_support else jnp.array(True)
+            finite = [jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(params[name])]
+            flags[
+                f"param {name!r}: init value is not finite in unconstrained space (on "
+                f"the boundary of {site.constraint!r}?). Move init_value inside the "
+                "constraint"
+            ] = jnp.all(jnp.stack(finite)) if finite else jnp.array(True)
+    for where, ok in validation_flags((guide_tr, model_tr)).items():
+        flags[
+            f"{where} violates its constraint (distribution validation is on). Fix the "
+            "value, or pass validate_args=False to the distribution"
+        ] = ok
+    param_fn = unconstrained_param_fn(params)
+    elbo_state = svi.loss.init_state(state_key, param_fn, svi.model, svi.guide, args, kwargs)
+    state = SVIState(
+        params=params,
+        opt_state=svi.optimizer.init(params),
+        elbo_state=elbo_state,
+        rng_key=rng_key,
+        step=jnp.zeros((), jnp.int32),
+        num_rejected=jnp.zeros((), jnp.int32),
+        param_constraints=ParamConstraints(tuple(constraints)),
+    )
+    return state, flags
+
+
+_init_jit = jax.jit(_init_impl, static_argnums=(0, 1))
+
+
+def _raise_failed(flags: Mapping[str, Array], where: str) -> None:
+    if not all(is_concrete(v) for v in flags.values()):
+        return  # traced (e.g. svi_init under vmap): value checks need concrete values
+    for message, ok in flags.items():
+        if not bool(ok):
+            raise SupportError(f"{where}: {message}.")
+
+
+def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
+    """Initialise parameters, optimizer and estimator state in one compiled call.
+
+    Guide and model run once, abstractly traced inside ``jax.jit``: every
+    ``param`` site's init value is mapped to unconstrained space, structural checks
+    (model/guide sites, plate shapes) raise before anything is compiled, and value
+    checks (init inside its constraint, validated distribution arguments and
+    observations) are evaluated in the same program and raised afterwards.
+
+    Args:
+        svi: the configuration.
+        rng_key: a ``jax.random.key``, raw ``PRNGKey`` or int.
+        *args, **kwargs: model and guide arguments. Arrays (and Python floats) are
+            traced; other Python values (ints, strings, ...) are static.
+
+    Returns:
+        The initial ``SVIState``.
+
+    Raises:
+        SupportError: a param init or an observation is outside its support.
+        ModelGuideMismatchError, ShapeError, SiteError: malformed model or guide.
+    """
+    key = as_key(rng_key, "svi_init")
+    dynamic, static = _split_args(args, kwargs, "svi_init")
+    state, flags = _init_jit(svi, static, key, dynamic)
+    _raise_failed(flags, "svi_init")
+    return state
+
+
+# ---------------------------------------------------------------------------
+# update
+
+
+def _objective(svi: SVI, state: SVIState, args: tuple, kwargs: dict):
+    _, step_key = jax.random.split(state.rng_key)
+    step_key = jax.random.fold_in(step_key, state.num_rejected)
+
+    def objective(params_u: Params):
+        return svi.loss.loss_and_aux(
+            step_key,
+            unconstrained_param_fn(params_u),
+            svi.model,
+            svi.guide,
+            state.elbo_state,
+            args,
+            kwargs,
+        )
+
+    return objective
+
+
+def _step(
+    svi: SVI, static: _Static, state: SVIState, dynamic: list, skip_nonfinite: bool
+) -> tuple[SVIState, tuple[Array, Array]]:
+    args, kwargs = _merge_args(static, dynamic)
+    objective = _objective(svi, state, args, kwargs)
+    (_, (loss, elbo_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params
+    )
+    updates, opt_state = svi.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    next_key, _ = jax.random.split(state.rng_key)
+    new_state = state._replace(
+        params=params,
+        opt_state=opt_state,
+        elbo_state=elbo_state,
+        rng_key=next_key,
+        step=state.step + 1,
+    )
+    if not skip_nonfinite:
+        return new_state, (loss, jnp.zeros((), bool))
+    finite = jnp.isfinite(loss)
+    for g in jax.tree.leaves(grads):
+        finite = finite & jnp.all(jnp.isfinite(g))
+    rejected_state = state._replace(num_rejected=state.num_rejected + 1)
+    chosen = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, rejected_state)
+    return chosen, (loss, ~finite)
+
+
+_update_jit = jax.jit(_step, static_argnums=(0, 1, 4))
+
+
+def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SVIState, Array]:
+    """Take one optimizer step on the estimator's surrogate loss.
+
+    Pure and compiled: the same state and inputs give the same result, and it works
+    under ``jax.jit``, ``jax.lax.scan`` and ``jax.vmap`` over states.
+
+    Returns:
+        ``(new_state, loss)``, with ``loss`` the -ELBO estimate at ``state``'s
+        parameters (before the step).
+
+    Example:
+        >>> import jax, optax, jsvi, jsvi.distributions as dist
+        >>> def model():
+        ...     jsvi.sample("x", dist.Normal(jsvi.param("mu", 0.0), 1.0), obs=2.0)
+        >>> svi = jsvi.SVI(model, lambda: None, optax.sgd(0.5), jsvi.Trace_ELBO())
+        >>> state = jsvi.svi_init(svi, jax.random.key(0))
+        >>> state, loss = jsvi.svi_update(svi, state)
+        >>> float(jsvi.get_params(svi, state)["mu"])
+        1.0
+    """
+    dynamic, static = _split_args(args, kwargs, "svi_update")
+    new_state, (loss, _) = _update_jit(svi, static, state, dynamic, False)
+    return new_state, loss
+
+
+def _evaluate_impl(svi: SVI, static: _Static, state: SVIState, dynamic: list) -> Array:
+    args, kwargs = _merge_args(static, dynamic)
+    _, (loss, _) = _objective(svi, state, args, kwargs)(state.params)
+    return loss
+
+
+_evaluate_jit = jax.jit(_evaluate_impl, static_argnums=(0, 1))
+
+
+def evaluate_loss(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> Array:
+    """The -ELBO estimate at ``state`` without taking a step.
+
+    It uses the same draw the next ``svi_update`` would, so it equals the loss that
+    ``svi_update(svi, state, ...)`` returns.
+    """
+    dynamic, static = _split_args(args, kwargs, "evaluate_loss")
+    return _evaluate_jit(svi, static, state, dynamic)
+
+
+@jax.jit
+def _constrain_all(params: Params, constraints: ParamConstraints) -> dict[str, PyTree]:
+    cs = constraints.as_dict()
+    return {name: constrain(value, cs[name]) for name, value in params.items()}
+
+
+def get_params(svi: SVI, state: SVIState) -> dict[str, PyTree]:
+    """Constrained parameter values by name (pure; the state is unchanged)."""
+    del svi
+    return _constrain_all(state.params, state.param_constraints)
+
+
+# ---------------------------------------------------------------------------
+# the compiled loop
+
+
+def _run_chunk(
+    svi: SVI,
+    static: _Static,
+    num_steps: int,
+    skip_nonfinite: bool,
+    state: SVIState,
+    dynamic: list,
+) -> tuple[SVIState, tuple[Array, Array]]:
+    def body(st: SVIState, _: None):
+        return _step(svi, static, st, dynamic, skip_nonfinite)
+
+    return jax.lax.scan(body, state, None, length=num_steps)
+
+
+_run_chunk_jit = jax.jit(_run_chunk, static_argnums=(0, 1, 2, 3))
+
+_RESERVED_LATER = ("checkpoint_every", "checkpoint_path", "batches", "early_stopping")
+
+
+def _chunk_length(num_steps: int, target_chunks: int = 20) -> int:
+    """A chunk length that divides ``num_steps`` when one near the target exists."""
+    ideal = max(1, math.ceil(num_steps / target_chunks))
+    for length in range(ideal, min(num_steps, 2 * ideal) + 1):
+        if num_steps % length == 0:
+            return length
+    return ideal
+
+
+def svi_run(
+    svi: SVI,
+    rng_key: Any,
+    num_steps: int,
+    *args: Any,
+    progress_bar: bool = True,
+    init_state: SVIState | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_path: str | None = None,
+    batches: Any = None,
+    skip_nonfinite: bool = True,
+    max_nonfinite: int = 10,
+    early_stopping: Any = None,
+    **kwargs: Any,
+) -> tuple[SVIState, Array]:
+    """Run ``num_steps`` SVI steps as a compiled ``lax.scan`` loop.
+
+    Equals ``svi_init(svi, rng_key, ...)`` followed by ``num_steps`` calls of
+    ``svi_update``, step for step. With ``progress_bar`` the loop runs in about 20
+    compiled chunks and a tqdm bar shows the running loss between them; without it,
+    as one scan. Compiled chunks are cached: a second call with the same shapes
+    (including one resuming from ``init_state``) compiles nothing.
+
+    Args:
+        svi: the configuration.
+        rng_key: key for ``svi_init`` (unused with ``init_state``).
+        num_steps: number of steps.
+        *args, **kwargs: model and guide arguments.
+        progress_bar: show a tqdm bar (needs ``tqdm``; silently off without it).
+        init_state: continue from this state (its own key continues).
+        skip_nonfinite: reject a step whose loss or gradients are not finite: the
+            state is kept, but for ``num_rejected`` (its next draw differs).
+        max_nonfinite: raise ``NonFiniteError`` after this many consecutive
+            rejections, naming the sites and parameters that were not finite.
+        checkpoint_every, checkpoint_path, batches, early_stopping: reserved
+            for checkpointing, streaming and early stopping; not available in
+            this release (passing them raises ``ArgumentError``).
+
+    Returns:
+        ``(final_state, losses)`` with ``losses`` of shape ``(num_steps,)``.
+
+    Example:
+        >>> import jax, optax, jsvi, jsvi.distributions as dist
+        >>> def model():
+        ...     jsvi.sample("x", dist.Normal(jsvi.param("mu", 0.0), 1.0), obs=2.0)
+        >>> svi = jsvi.SVI(model, lambda: None, optax.adam(0.1), jsvi.Trace_ELBO())
+        >>> state, losses = jsvi.svi_run(svi, 0, 300, progress_bar=False)
+        >>> round(float(jsvi.get_params(svi, state)["mu"]), 2)
+        2.0
+    """
+    given = dict(
+        checkpoint_every=checkpoint_every,
+        checkpoint_path=checkpoint_path,
+        batches=batches,
+        early_stopping=early_stopping,
+    )
+    for name in _RESERVED_LATER:
+        if given[name] is not None:
+            raise ArgumentError(
+                f"svi_run: {name}= is reserved for checkpointing/streaming/early "
+                "stopping, which this release does not provide. Drive svi_update from "
+                "your own loop for that."
+            )
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+        raise ArgumentError(f"svi_run: num_steps must be an int >= 1, got {num_steps!r}.")
+    if isinstance(max_nonfinite, bool) or not isinstance(max_nonfinite, int) or max_nonfinite < 1:
+        raise ArgumentError(f"svi_run: max_nonfinite must be an int >= 1, got {max_nonfinite!r}.")
+    num_steps = int(num_steps)
+    state = init_state if init_state is not None else svi_init(svi, rng_key, *args, **kwargs)
+    dynamic, static = _split_args(args, kwargs, "svi_run")
+    bar = _make_bar(num_steps) if progress_bar else None
+    chunk = _chunk_length(num_steps) if bar is not None else num_steps
+    losses, streak, done = [], 0, 0
+    try:
+        while done < num_steps:
+            length = min(chunk, num_steps - done)
+            new_state, (chunk_losses, rejected) = _run_chunk_jit(
+                svi, static, length, skip_nonfinite, state, dynamic
+            )
+            streak = _check_streak(streak, rejected, max_nonfinite, svi, state, new_state, args, kwargs)
+            state = new_state
+            losses.append(chunk_losses)
+            done += length
+            if bar is not None:
+                bar.update(length)
+                bar.set_postfix(loss=f"{float(chunk_losses[-1]):.4g}", refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    return state, jnp.concatenate(losses)
+
+
+def _make_bar(total: int):
+    try:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="svi", unit="step", mininterval=0.2)
+
+
+def _check_streak(
+    streak: int,
+    rejected: Array,
+    max_nonfinite: int,
+    svi: SVI,
+    before: SVIState,
+    after: SVIState,
+    args: tuple,
+    kwargs: dict,
+) -> int:
+    flags = np.asarray(rejected)
+    if not flags.any():
+        return 0
+    for flag in flags:
+        streak = streak + 1 if flag else 0
+        if streak >= max_nonfinite:
+            raise NonFiniteError(
+                f"svi_run: {streak} consecutive steps had a non-finite loss or gradient "
+                f"(at step {int(after.step)}). {_nonfinite_report(svi, after, args, kwargs)} "
+                "Check priors and data for values outside their support, lower the "
+                "learning rate, or initialise parameters elsewhere."
+            )
+    return streak
+
+
+def _nonfinite_report(svi: SVI, state: SVIState, args: tuple, kwargs: dict) -> str:
+    """Name the sites and parameters that are not finite at ``state``."""
+    key = jax.random.fold_in(jax.random.split(state.rng_key)[1], state.num_rejected)
+    param_fn = unconstrained_param_fn(state.params)
+    bad_sites = []
+    try:
+        with jax.disable_jit(False):
+            model_tr, guide_tr = get_traces(key, svi.model, svi.guide, param_fn, args, kwargs)
+        for label, tr in (("model", model_tr), ("guide", guide_tr)):
+            for name, lp in tr.log_probs().items():
+                if not bool(jnp.all(jnp.isfinite(lp))):
+                    bad_sites.append(f"{label} site {name!r}")
+    except Exception as e:  # the report must not hide the original problem
+        bad_sites.append(f"(could not re-run the model: {e})")
+    objective = _objective(svi, state, args, kwargs)
+    grads = jax.grad(lambda p: objective(p)[0])(state.params)
+    bad_params = [
+        name
+        for name, g in grads.items()
+        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+    ]
+    return (
+        f"Non-finite log-densities at: {', '.join(bad_sites) or 'none'}; non-finite "
+        f"gradients for params: {', '.join(bad_params) or 'none'}."
+    )
