@@ -10,6 +10,7 @@ from jsvi.distributions import enable_validation
 from jsvi.handlers import config_enumerate
 from jsvi.infer import Trace_ELBO
 from jsvi.optim import per_param
+from jsvi import testing
 from jsvi.svi import (
     SVI,
     SVIState,
@@ -47,5 +48,6 @@ __all__ = [
     "svi_init",
     "svi_run",
     "svi_update",
+    "testing",
     "transforms",
 ]

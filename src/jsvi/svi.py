@@ -11,6 +11,7 @@ May import: ``jsvi.infer``, ``jsvi.core``; external: ``optax``, ``tqdm`` (option
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Hashable, Mapping
 from typing import Any, NamedTuple
@@ -157,13 +158,24 @@ def _is_dynamic(x: Any) -> bool:
     )
 
 
+_ARRAY_TYPES = frozenset({type(jnp.zeros(())), np.ndarray})
+
+
 class _Static(NamedTuple):
     treedef: Any
     static_leaves: tuple[tuple[int, Hashable], ...]
     num_leaves: int
 
 
+@functools.lru_cache(maxsize=64)
+def _all_arrays(num_args: int) -> _Static:
+    treedef = jax.tree.structure((tuple(range(num_args)), {}))
+    return _Static(treedef, (), num_args)
+
+
 def _split_args(args: tuple, kwargs: Mapping[str, Any], where: str) -> tuple[list, _Static]:
+    if not kwargs and all(type(a) in _ARRAY_TYPES for a in args):
+        return list(args), _all_arrays(len(args))  # the common case, fast
     leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
     dynamic, static = [], []
     for i, leaf in enumerate(leaves):
@@ -207,7 +219,7 @@ def _init_impl(svi: SVI, static: _Static, rng_key: PRNGKey, dynamic: list):
     args, kwargs = _merge_args(static, dynamic)
     rng_key, init_key, state_key = jax.random.split(rng_key, 3)
     model_tr, guide_tr = get_traces(init_key, svi.model, svi.guide, _no_params, args, kwargs)
-    params, constraints, flags = {}, [], {}
+    params, constraints, checks = {}, [], []
     for tr in (guide_tr, model_tr):
         for name, site in tr.param_sites().items():
             if name in params:
@@ -215,21 +227,26 @@ def _init_impl(svi: SVI, static: _Static, rng_key: PRNGKey, dynamic: list):
             params[name] = unconstrain(site.value, site.constraint)
             constraints.append((name, site.constraint))
             in_support = [jnp.all(site.constraint.check(v)) for v in jax.tree.leaves(site.value)]
-            flags[
+            checks.append((
                 f"param {name!r}: init value lies outside its constraint "
-                f"{site.constraint!r}. Give an init_value inside the constraint"
-            ] = jnp.all(jnp.stack(in_support)) if in_support else jnp.array(True)
+                f"{site.constraint!r}. Give an init_value inside the constraint",
+                jnp.all(jnp.stack(in_support)) if in_support else jnp.array(True),
+            ))
             finite = [jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(params[name])]
-            flags[
+            checks.append((
                 f"param {name!r}: init value is not finite in unconstrained space (on "
                 f"the boundary of {site.constraint!r}?). Move init_value inside the "
-                "constraint"
-            ] = jnp.all(jnp.stack(finite)) if finite else jnp.array(True)
+                "constraint",
+                jnp.all(jnp.stack(finite)) if finite else jnp.array(True),
+            ))
     for where, ok in validation_flags((guide_tr, model_tr)).items():
-        flags[
-            f"{where} violates its constraint (distribution validation is on). Fix the "
-            "value, or pass validate_args=False to the distribution"
-        ] = ok
+        checks.append((
+            f"{where} violates its constraint (distribution validation is on). Fix "
+            "the value, or pass validate_args=False to the distribution",
+            ok,
+        ))
+    # jit returns dicts with sorted keys: number them to keep the order of checks.
+    flags = {f"{i:06d}|{message}": ok for i, (message, ok) in enumerate(checks)}
     param_fn = unconstrained_param_fn(params)
     elbo_state = svi.loss.init_state(state_key, param_fn, svi.model, svi.guide, args, kwargs)
     state = SVIState(
@@ -250,9 +267,9 @@ _init_jit = jax.jit(_init_impl, static_argnums=(0, 1))
 def _raise_failed(flags: Mapping[str, Array], where: str) -> None:
     if not all(is_concrete(v) for v in flags.values()):
         return  # traced (e.g. svi_init under vmap): value checks need concrete values
-    for message, ok in flags.items():
-        if not bool(ok):
-            raise SupportError(f"{where}: {message}.")
+    for key in sorted(flags):
+        if not bool(flags[key]):
+            raise SupportError(f"{where}: {key.split('|', 1)[1]}.")
 
 
 def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
@@ -288,9 +305,23 @@ def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
 # update
 
 
-def _objective(svi: SVI, state: SVIState, args: tuple, kwargs: dict):
+def _step_key(state: SVIState) -> PRNGKey:
+    """The key one step draws with.
+
+    After a rejected (non-finite) step the state is unchanged but for
+    ``num_rejected``, which is mixed into the key so the retry draws anew. XOR into
+    the key data is the identity while nothing was rejected, so it costs no
+    extra hashing on the normal path; distinct keys give independent streams.
+    """
     _, step_key = jax.random.split(state.rng_key)
-    step_key = jax.random.fold_in(step_key, state.num_rejected)
+    data = jax.random.key_data(step_key)
+    last = jnp.arange(data.shape[-1], dtype=data.dtype) == data.shape[-1] - 1
+    data = data ^ (last * state.num_rejected.astype(data.dtype))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(step_key))
+
+
+def _objective(svi: SVI, state: SVIState, args: tuple, kwargs: dict):
+    step_key = _step_key(state)
 
     def objective(params_u: Params):
         return svi.loss.loss_and_aux(
@@ -552,7 +583,7 @@ def _check_streak(
 
 def _nonfinite_report(svi: SVI, state: SVIState, args: tuple, kwargs: dict) -> str:
     """Name the sites and parameters that are not finite at ``state``."""
-    key = jax.random.fold_in(jax.random.split(state.rng_key)[1], state.num_rejected)
+    key = _step_key(state)
     param_fn = unconstrained_param_fn(state.params)
     bad_sites = []
     try:

@@ -36,6 +36,9 @@ __all__ = [
 
 ParamFn = Callable[[Message], Any]
 
+# The guide's sites use fold_in(key, i) for small i; the model's stream starts here.
+MODEL_KEY_OFFSET = 2**31 - 1
+
 
 # ---------------------------------------------------------------------------
 # parameters: constrained <-> unconstrained
@@ -94,16 +97,18 @@ def get_traces(
 ) -> tuple[Trace, Trace]:
     """Run the guide, then the model replayed against it; return both traces.
 
-    The guide runs under ``seed`` with the first half of ``rng_key``; the model
-    under ``seed`` with the second half (for its own plates and keys), with the
-    guide's latent values and plate indices replayed.
+    The guide runs under ``seed(rng_key)``; the model under ``seed`` with
+    ``fold_in(rng_key, MODEL_KEY_OFFSET)`` (for its own plates and keys, a stream
+    distinct from the guide's per-site ``fold_in(rng_key, i)``), with the guide's
+    latent values and plate indices replayed. The model's key is computed only if
+    the model draws anything.
     """
-    key_guide, key_model = jax.random.split(rng_key)
-    guide_tr = trace(seed(substitute(guide, substitute_fn=param_fn), key_guide)).get_trace(
+    guide_tr = trace(seed(substitute(guide, substitute_fn=param_fn), rng_key)).get_trace(
         *args, **kwargs
     )
+    model_key = jax.random.fold_in(rng_key, MODEL_KEY_OFFSET)
     model_tr = trace(
-        replay(seed(substitute(model, substitute_fn=param_fn), key_model), guide_tr)
+        replay(seed(substitute(model, substitute_fn=param_fn), model_key), guide_tr)
     ).get_trace(*args, **kwargs)
     check_model_guide(model_tr, guide_tr)
     return model_tr, guide_tr
@@ -258,9 +263,9 @@ class ELBO:
 
     # -- shared driver -------------------------------------------------------------
     def _particles(self, rng_key: PRNGKey, fn: Callable[[PRNGKey], Any]) -> Any:
-        keys = jax.random.split(rng_key, self.num_particles)
         if self.num_particles == 1:
-            return jax.tree.map(lambda x: x[None], fn(keys[0]))
+            return jax.tree.map(lambda x: x[None], fn(rng_key))
+        keys = jax.random.split(rng_key, self.num_particles)
         if self.vectorize_particles:
             return jax.vmap(fn)(keys)
         return jax.lax.map(fn, keys)
@@ -306,4 +311,4 @@ class ELBO:
         surrogate, (loss, _) = self.loss_and_aux(
             key, param_fn, model, guide, state, args, kwargs
         )
-        return loss + (surrogate - jax.lax.stop_gradient(surrogate))
+        return jax.lax.stop_gradient(loss) + (surrogate - jax.lax.stop_gradient(surrogate))

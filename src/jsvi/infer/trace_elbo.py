@@ -59,9 +59,8 @@ def guide_log_probs(
         value = param_fn(msg)
         return None if value is None else jax.lax.stop_gradient(value)
 
-    key_guide, _ = jax.random.split(rng_key)
     frozen_tr = trace(
-        replay(seed(substitute(guide, substitute_fn=frozen), key_guide), guide_tr)
+        replay(seed(substitute(guide, substitute_fn=frozen), rng_key), guide_tr)
     ).get_trace(*args, **kwargs)
     for name, site in guide_tr.latent_sites().items():
         if is_reparameterized(site):
@@ -133,12 +132,17 @@ class Trace_ELBO(ELBO):
         log_qs = guide_log_probs(
             guide_tr, self.stick_the_landing, rng_key, guide, param_fn, args, kwargs
         )
-        log_q_exact = guide_tr.log_prob_sum()
-        elbo = log_p - log_q_exact
+        if self.stick_the_landing:
+            log_q = guide_tr.log_prob_sum()
+        else:
+            log_q = sum((jnp.sum(v) for v in log_qs.values()), jnp.zeros(()))
+        elbo = log_p - log_q
         surrogate = log_p - sum((jnp.sum(v) for v in log_qs.values()), jnp.zeros(()))
         for name, site in guide_tr.latent_sites().items():
             if not is_reparameterized(site):
                 surrogate = surrogate + score_term(jnp.sum(log_qs[name]), elbo)
         # Same value as the ELBO; the gradient is the estimator's.
-        surrogate = elbo + (surrogate - jax.lax.stop_gradient(surrogate))
+        surrogate = jax.lax.stop_gradient(elbo) + (
+            surrogate - jax.lax.stop_gradient(surrogate)
+        )
         return surrogate, elbo, ()

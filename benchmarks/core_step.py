@@ -1,0 +1,199 @@
+"""Per-step cost of jsvi's compiled ``svi_update`` against the same loss hand-written
+in plain JAX, side by side in one run.
+
+Workloads: Pyro's coin (Beta-Bernoulli, 10 flips) and a Bayesian logistic regression
+(N=50,000, D=20, mean-field Normal guide, full batch). For each, the hand-written step
+draws the same reparameterized sample, evaluates the same log-densities, and applies
+the same optax Adam update, all in one ``jax.jit``. Reported: first-call (compile)
+time, steady-state median and IQR per step, and the ratio jsvi / hand-written (target
+<= 1.05). Results go to ``results/core_step-<device>.json``.
+
+Usage: ``python benchmarks/core_step.py [--smoke]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _harness import context, interleaved, time_first_call, write
+
+import jsvi
+import jsvi.distributions as dist
+from jsvi import constraints
+
+# --- coin ------------------------------------------------------------------------
+
+
+def coin_model(data):
+    f = jsvi.sample("f", dist.Beta(10.0, 10.0))
+    with jsvi.plate("data", data.shape[0]):
+        jsvi.sample("obs", dist.Bernoulli(f), obs=data)
+
+
+def coin_guide(data):
+    del data
+    a = jsvi.param("a", 15.0, constraint=constraints.positive)
+    b = jsvi.param("b", 15.0, constraint=constraints.positive)
+    jsvi.sample("f", dist.Beta(a, b))
+
+
+def coin_hand(opt):
+    def log_beta(x, a, b):
+        return (
+            jax.scipy.special.xlogy(a - 1, x)
+            + jax.scipy.special.xlog1py(b - 1, -x)
+            - jax.scipy.special.betaln(a, b)
+        )
+
+    def loss(u, key, data):
+        a, b = jnp.exp(u["a"]), jnp.exp(u["b"])
+        f = jax.random.beta(key, a, b)
+        log_p = log_beta(f, 10.0, 10.0) + jnp.sum(
+            jax.scipy.special.xlogy(data, f) + jax.scipy.special.xlog1py(1 - data, -f)
+        )
+        return -(log_p - log_beta(f, a, b))
+
+    @jax.jit
+    def step(u, opt_state, key, data):
+        key, sub = jax.random.split(key)
+        value, grads = jax.value_and_grad(loss)(u, sub, data)
+        updates, opt_state = opt.update(grads, opt_state, u)
+        return optax.apply_updates(u, updates), opt_state, key, value
+
+    u0 = {"a": jnp.log(15.0), "b": jnp.log(15.0)}
+    return step, (u0, opt.init(u0), jax.random.key(0))
+
+
+# --- logistic regression -----------------------------------------------------------
+
+
+def logreg_model(X, y):
+    D = X.shape[1]
+    w = jsvi.sample("w", dist.Normal(jnp.zeros(D), 1.0).to_event(1))
+    b = jsvi.sample("b", dist.Normal(0.0, 1.0))
+    with jsvi.plate("data", X.shape[0]):
+        jsvi.sample("y", dist.Bernoulli(logits=X @ w + b), obs=y)
+
+
+def logreg_guide(X, y):
+    del y
+    D = X.shape[1]
+    w_loc = jsvi.param("w_loc", jnp.zeros(D))
+    w_scale = jsvi.param("w_scale", 0.1 * jnp.ones(D), constraint=constraints.positive)
+    b_loc = jsvi.param("b_loc", 0.0)
+    b_scale = jsvi.param("b_scale", 0.1, constraint=constraints.positive)
+    jsvi.sample("w", dist.Normal(w_loc, w_scale).to_event(1))
+    jsvi.sample("b", dist.Normal(b_loc, b_scale))
+
+
+def logreg_hand(opt, D):
+    def norm_lp(x, loc, scale):
+        return -0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
+
+    def loss(u, key, X, y):
+        w_scale, b_scale = jnp.exp(u["w_scale"]), jnp.exp(u["b_scale"])
+        kw, kb = jax.random.split(key)
+        w = u["w_loc"] + w_scale * jax.random.normal(kw, (D,))
+        b = u["b_loc"] + b_scale * jax.random.normal(kb, ())
+        logits = X @ w + b
+        log_lik = jnp.sum(y * logits - jax.nn.softplus(logits))
+        log_p = jnp.sum(norm_lp(w, 0.0, 1.0)) + norm_lp(b, 0.0, 1.0) + log_lik
+        log_q = jnp.sum(norm_lp(w, u["w_loc"], w_scale)) + norm_lp(b, u["b_loc"], b_scale)
+        return -(log_p - log_q)
+
+    @jax.jit
+    def step(u, opt_state, key, X, y):
+        key, sub = jax.random.split(key)
+        value, grads = jax.value_and_grad(loss)(u, sub, X, y)
+        updates, opt_state = opt.update(grads, opt_state, u)
+        return optax.apply_updates(u, updates), opt_state, key, value
+
+    u0 = {
+        "w_loc": jnp.zeros(D),
+        "w_scale": jnp.log(0.1 * jnp.ones(D)),
+        "b_loc": jnp.zeros(()),
+        "b_scale": jnp.log(jnp.array(0.1)),
+    }
+    return step, (u0, opt.init(u0), jax.random.key(0))
+
+
+# --- driver --------------------------------------------------------------------------
+
+
+def bench(name, model, guide, hand, data, blocks, calls):
+    opt = optax.adam(1e-3)
+    svi = jsvi.SVI(model, guide, opt, jsvi.Trace_ELBO())
+    t0 = time.perf_counter()
+    state = jsvi.svi_init(svi, jax.random.key(0), *data)
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - t0
+    hand_step, hand_state = hand(opt)
+    box = {"jsvi": state, "hand": hand_state}
+
+    def run_jsvi():
+        box["jsvi"], loss = jsvi.svi_update(svi, box["jsvi"], *data)
+        return loss
+
+    def run_hand():
+        u, o, k, loss = hand_step(*box["hand"], *data)
+        box["hand"] = (u, o, k)
+        return loss
+
+    compile_s = {"jsvi": time_first_call(run_jsvi), "hand": time_first_call(run_hand)}
+    stats = interleaved({"jsvi": run_jsvi, "hand": run_hand}, blocks=blocks, calls=calls)
+    ratio = stats["jsvi"]["median_s"] / stats["hand"]["median_s"]
+    return {
+        "workload": name,
+        "svi_init_s": init_s,
+        "first_call_s": compile_s,
+        "steady": stats,
+        "ratio_median": ratio,
+        "ratio_min": stats["jsvi"]["min_s"] / stats["hand"]["min_s"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--out", default=None, help="results folder (default results/)")
+    opts = parser.parse_args()
+    N, D = (2_000, 5) if opts.smoke else (50_000, 20)
+    blocks, calls = (2, 10) if opts.smoke else (10, 50)
+    jnp.zeros(()).block_until_ready()
+    coin_data = (jnp.array([1.0] * 6 + [0.0] * 4),)
+    key_x, key_w = jax.random.split(jax.random.key(42))
+    X = jax.random.normal(key_x, (N, D))
+    y = (X @ jax.random.normal(key_w, (D,)) > 0).astype(jnp.float32)
+    rows = [
+        bench("coin", coin_model, coin_guide, coin_hand, coin_data, blocks, calls),
+        bench(
+            f"logreg N={N} D={D}",
+            logreg_model,
+            logreg_guide,
+            lambda opt: logreg_hand(opt, D),
+            (X, y),
+            blocks,
+            calls,
+        ),
+    ]
+    print(f"{'workload':<24}{'jsvi us/step':>14}{'hand us/step':>14}{'ratio':>8}{'init s':>9}")
+    for r in rows:
+        s = r["steady"]
+        print(
+            f"{r['workload']:<24}{1e6 * s['jsvi']['median_s']:>14.1f}"
+            f"{1e6 * s['hand']['median_s']:>14.1f}{r['ratio_median']:>8.3f}"
+            f"{r['svi_init_s']:>9.3f}"
+        )
+    payload = {"context": context(), "smoke": opts.smoke, "sizes": {"N": N, "D": D}, "keys": "jax.random.key(0)", "rows": rows}
+    path = write("core_step" + ("-smoke" if opts.smoke else ""), payload, opts.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()

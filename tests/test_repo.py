@@ -1,0 +1,44 @@
+"""The README's commands, the CI script and the public API's doctests."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pathlib
+import pkgutil
+
+import pytest
+
+import jsvi
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci_command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci_command in (ROOT / "README.md").read_text()
+
+
+def _modules():
+    yield jsvi
+    for info in pkgutil.walk_packages(jsvi.__path__, "jsvi."):
+        yield importlib.import_module(info.name)
+
+
+@pytest.mark.parametrize("module", list(_modules()), ids=lambda m: m.__name__)
+def test_doctests(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+
+
+def test_public_surface_matches_api():
+    for name in ["sample", "param", "plate", "deterministic", "factor", "config_enumerate",
+                 "SVI", "SVIState", "svi_init", "svi_update", "svi_run", "evaluate_loss",
+                 "get_params", "per_param", "Trace_ELBO", "enable_validation", "handlers",
+                 "constraints", "distributions", "errors", "format_shapes"]:
+        assert name in jsvi.__all__ and hasattr(jsvi, name), name
+    for name in ["seed", "trace", "replay", "substitute", "condition", "block", "scale", "mask"]:
+        assert hasattr(jsvi.handlers, name), name
+    state_fields = jsvi.SVIState._fields
+    for f in ["params", "opt_state", "elbo_state", "rng_key", "step", "num_rejected"]:
+        assert f in state_fields
