@@ -218,7 +218,9 @@ def _no_params(msg: Any) -> None:
 def _init_impl(svi: SVI, static: _Static, rng_key: PRNGKey, dynamic: list):
     args, kwargs = _merge_args(static, dynamic)
     rng_key, init_key, state_key = jax.random.split(rng_key, 3)
-    model_tr, guide_tr = get_traces(init_key, svi.model, svi.guide, _no_params, args, kwargs)
+    model_tr, guide_tr = get_traces(
+        init_key, svi.model, svi.guide, _no_params, args, kwargs, draw=False
+    )
     params, constraints, checks = {}, [], []
     for tr in (guide_tr, model_tr):
         for name, site in tr.param_sites().items():
@@ -275,11 +277,18 @@ def _raise_failed(flags: Mapping[str, Array], where: str) -> None:
 def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
     """Initialise parameters, optimizer and estimator state in one compiled call.
 
-    Guide and model run once, abstractly traced inside ``jax.jit``: every
-    ``param`` site's init value is mapped to unconstrained space, structural checks
-    (model/guide sites, plate shapes) raise before anything is compiled, and value
-    checks (init inside its constraint, validated distribution arguments and
-    observations) are evaluated in the same program and raised afterwards.
+    Guide and model run once, traced inside ``jax.jit``: every ``param`` site's
+    init value is mapped to unconstrained space, structural checks (model/guide
+    sites, plate shapes) raise before anything is compiled, and value checks (init
+    inside its constraint, validated distribution arguments and observations) are
+    evaluated in the same program and raised afterwards.
+
+    Nothing is drawn at random during init: latent sites take a fixed point of their
+    support (0 for reals, 1 for positives, the midpoint of an interval, the uniform
+    simplex, ...) and subsampling plates their first indices, so the init program
+    compiles no samplers. Distribution arguments are therefore validated at that
+    point; a param whose init value is computed from a latent draw is initialised at
+    it too. Callable param inits still receive their own random keys.
 
     Args:
         svi: the configuration.

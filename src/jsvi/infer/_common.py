@@ -17,13 +17,14 @@ import jax.numpy as jnp
 
 from jsvi._typing import Array, ModelFn, Params, PRNGKey, PyTree, shape_of
 from jsvi.core.handlers import as_key, replay, seed, substitute, trace
-from jsvi.core.runtime import Message
+from jsvi.core.runtime import Handler, Message
 from jsvi.core.trace import Site, Trace, site_log_prob
 from jsvi.errors import ArgumentError, ModelGuideMismatchError, ShapeError, SiteError
 from jsvi.transforms import biject_to
 
 __all__ = [
     "ELBO",
+    "feasible_draws",
     "check_model_guide",
     "check_signatures",
     "constrain",
@@ -87,6 +88,28 @@ def constrained_param_fn(params: Mapping[str, PyTree]) -> ParamFn:
 # running guide and model
 
 
+class feasible_draws(Handler):
+    """Give latent sample sites a fixed point of their support instead of a draw,
+    and plates the first ``subsample_size`` indices.
+
+    ``svi_init`` runs model and guide this way: parameters, shapes and value checks
+    need no random draws, and the compiled init program then contains no samplers
+    (some, such as Gamma's, take a second to compile).
+    """
+
+    def process(self, msg: Message) -> None:
+        if msg.value is not None:
+            return
+        if msg.kind == "sample":
+            shape = tuple(msg.fn.batch_shape) + tuple(msg.fn.event_shape)
+            support = getattr(msg.fn, "support", None)
+            if support is not None:
+                msg.value = support.feasible_like(jnp.zeros(shape))
+        elif msg.kind == "plate":
+            _, subsample_size = msg.args
+            msg.value = jnp.arange(subsample_size)
+
+
 def get_traces(
     rng_key: PRNGKey,
     model: ModelFn,
@@ -94,6 +117,7 @@ def get_traces(
     param_fn: ParamFn,
     args: tuple,
     kwargs: Mapping[str, Any],
+    draw: bool = True,
 ) -> tuple[Trace, Trace]:
     """Run the guide, then the model replayed against it; return both traces.
 
@@ -101,8 +125,11 @@ def get_traces(
     ``fold_in(rng_key, MODEL_KEY_OFFSET)`` (for its own plates and keys, a stream
     distinct from the guide's per-site ``fold_in(rng_key, i)``), with the guide's
     latent values and plate indices replayed. The model's key is computed only if
-    the model draws anything.
+    the model draws anything. With ``draw=False`` latent sites take a fixed point
+    of their support (see ``feasible_draws``).
     """
+    if not draw:
+        guide, model = feasible_draws(guide), feasible_draws(model)
     guide_tr = trace(seed(substitute(guide, substitute_fn=param_fn), rng_key)).get_trace(
         *args, **kwargs
     )
