@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
+import time
 from collections.abc import Hashable, Mapping
 from typing import Any, NamedTuple
 
@@ -437,32 +437,49 @@ def get_params(svi: SVI, state: SVIState) -> dict[str, PyTree]:
 # the compiled loop
 
 
-def _run_chunk(
+def _run_steps(
     svi: SVI,
     static: _Static,
-    num_steps: int,
     skip_nonfinite: bool,
     state: SVIState,
     dynamic: list,
-) -> tuple[SVIState, tuple[Array, Array]]:
-    def body(st: SVIState, _: None):
-        return _step(svi, static, st, dynamic, skip_nonfinite)
+    losses: Array,
+    rejected: Array,
+    start: Array,
+    stop: Array,
+) -> tuple[SVIState, Array, Array]:
+    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``.
 
-    return jax.lax.scan(body, state, None, length=num_steps)
+    The bounds are traced, so one compiled program serves every chunk of a run
+    (and every run of the same length): the progress bar can pick chunk sizes by
+    wall-clock time without recompiling.
+    """
+
+    def body(i, carry):
+        st, losses, rejected = carry
+        st, (loss, rej) = _step(svi, static, st, dynamic, skip_nonfinite)
+        return st, losses.at[i].set(loss), rejected.at[i].set(rej)
+
+    return jax.lax.fori_loop(start, stop, body, (state, losses, rejected))
 
 
-_run_chunk_jit = jax.jit(_run_chunk, static_argnums=(0, 1, 2, 3))
+_run_steps_jit = jax.jit(_run_steps, static_argnums=(0, 1, 2))
 
 _RESERVED_LATER = ("checkpoint_every", "checkpoint_path", "batches", "early_stopping")
 
+# Seconds of work between two progress-bar refreshes: long enough that the host
+# round trip between chunks costs well under 1% of the loop.
+_CHUNK_SECONDS = 0.25
 
-def _chunk_length(num_steps: int, target_chunks: int = 20) -> int:
-    """A chunk length that divides ``num_steps`` when one near the target exists."""
-    ideal = max(1, math.ceil(num_steps / target_chunks))
-    for length in range(ideal, min(num_steps, 2 * ideal) + 1):
-        if num_steps % length == 0:
-            return length
-    return ideal
+
+def _next_chunk(done: int, num_steps: int, last_len: int, last_s: float, n: int) -> int:
+    """Chunk length: two short probes (the first includes compilation), then
+    about ``_CHUNK_SECONDS`` of steps at the measured speed."""
+    left = num_steps - done
+    if n < 2:
+        return min(left, max(1, num_steps // 100))
+    rate = last_len / max(last_s, 1e-9)
+    return int(min(left, max(1, rate * _CHUNK_SECONDS)))
 
 
 def svi_run(
@@ -480,13 +497,14 @@ def svi_run(
     early_stopping: Any = None,
     **kwargs: Any,
 ) -> tuple[SVIState, Array]:
-    """Run ``num_steps`` SVI steps as a compiled ``lax.scan`` loop.
+    """Run ``num_steps`` SVI steps as one compiled loop.
 
     Equals ``svi_init(svi, rng_key, ...)`` followed by ``num_steps`` calls of
-    ``svi_update``, step for step. With ``progress_bar`` the loop runs in about 20
-    compiled chunks and a tqdm bar shows the running loss between them; without it,
-    as one scan. Compiled chunks are cached: a second call with the same shapes
-    (including one resuming from ``init_state``) compiles nothing.
+    ``svi_update``, step for step. The loop is compiled once per loop length and
+    model-argument shapes, with traced start/stop bounds: without a progress bar it
+    runs in a single call; with one, in chunks of about a quarter second each, and
+    a tqdm bar shows the running loss between them. A second call with the same
+    shapes (including one resuming from ``init_state``) compiles nothing.
 
     Args:
         svi: the configuration.
@@ -528,33 +546,67 @@ def svi_run(
                 "stopping, which this release does not provide. Drive svi_update from "
                 "your own loop for that."
             )
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-        raise ArgumentError(f"svi_run: num_steps must be an int >= 1, got {num_steps!r}.")
-    if isinstance(max_nonfinite, bool) or not isinstance(max_nonfinite, int) or max_nonfinite < 1:
-        raise ArgumentError(f"svi_run: max_nonfinite must be an int >= 1, got {max_nonfinite!r}.")
+    if (
+        isinstance(num_steps, bool)
+        or not isinstance(num_steps, (int, np.integer))
+        or num_steps < 1
+    ):
+        raise ArgumentError(
+            f"svi_run: num_steps must be an int >= 1, got {num_steps!r}."
+        )
+    if (
+        isinstance(max_nonfinite, bool)
+        or not isinstance(max_nonfinite, int)
+        or max_nonfinite < 1
+    ):
+        raise ArgumentError(
+            f"svi_run: max_nonfinite must be an int >= 1, got {max_nonfinite!r}."
+        )
     num_steps = int(num_steps)
-    state = init_state if init_state is not None else svi_init(svi, rng_key, *args, **kwargs)
+    if init_state is None:
+        state = svi_init(svi, rng_key, *args, **kwargs)
+    else:
+        state = init_state
     dynamic, static = _split_args(args, kwargs, "svi_run")
     bar = _make_bar(num_steps) if progress_bar else None
-    chunk = _chunk_length(num_steps) if bar is not None else num_steps
-    losses, streak, done = [], 0, 0
+    losses = jnp.zeros((num_steps,), jnp.result_type(float))
+    rejected = jnp.zeros((num_steps,), bool)
+    streak, done, length, seconds, chunks = 0, 0, num_steps, 0.0, 0
     try:
         while done < num_steps:
-            length = min(chunk, num_steps - done)
-            new_state, (chunk_losses, rejected) = _run_chunk_jit(
-                svi, static, length, skip_nonfinite, state, dynamic
-            )
-            streak = _check_streak(streak, rejected, max_nonfinite, svi, state, new_state, args, kwargs)
-            state = new_state
-            losses.append(chunk_losses)
-            done += length
             if bar is not None:
+                length = _next_chunk(done, num_steps, length, seconds, chunks)
+            t0 = time.perf_counter()
+            before = state
+            state, losses, rejected = _run_steps_jit(
+                svi,
+                static,
+                skip_nonfinite,
+                state,
+                dynamic,
+                losses,
+                rejected,
+                done,
+                done + length,
+            )
+            if skip_nonfinite and int(state.num_rejected) != int(before.num_rejected):
+                streak = _check_streak(
+                    streak, rejected[done : done + length], max_nonfinite, svi, state,
+                    args, kwargs,
+                )
+            elif skip_nonfinite:
+                streak = 0
+            done += length
+            chunks += 1
+            if bar is not None:
+                last = float(losses[done - 1])  # waits for the chunk
+                seconds = time.perf_counter() - t0
                 bar.update(length)
-                bar.set_postfix(loss=f"{float(chunk_losses[-1]):.4g}", refresh=False)
+                bar.set_postfix(loss=f"{last:.4g}", refresh=False)
     finally:
         if bar is not None:
             bar.close()
-    return state, jnp.concatenate(losses)
+    return state, losses
 
 
 def _make_bar(total: int):
@@ -570,7 +622,6 @@ def _check_streak(
     rejected: Array,
     max_nonfinite: int,
     svi: SVI,
-    before: SVIState,
     after: SVIState,
     args: tuple,
     kwargs: dict,
