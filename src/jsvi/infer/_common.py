@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +24,14 @@ from jsvi.transforms import biject_to
 
 __all__ = [
     "ELBO",
-    "feasible_draws",
+    "ElboTerms",
     "check_model_guide",
+    "elbo_terms",
+    "feasible_draws",
+    "is_reparameterized",
+    "score_log_prob",
+    "score_term",
+    "value_preserving",
     "check_signatures",
     "constrain",
     "constrained_param_fn",
@@ -144,7 +150,7 @@ def get_traces(
 def check_model_guide(model_tr: Trace, guide_tr: Trace) -> None:
     """Raise when the model and the guide disagree on their latent sites."""
     guide_latent = guide_tr.latent_sites()
-    for name, site in guide_tr.observed_sites().items():
+    for name in guide_tr.observed_sites():
         raise SiteError(
             f"guide site {name!r}: has obs. A guide describes latent variables only. "
             f"Remove obs=... from the guide's {name!r}; observe it in the model."
@@ -339,3 +345,109 @@ class ELBO:
             key, param_fn, model, guide, state, args, kwargs
         )
         return jax.lax.stop_gradient(loss) + (surrogate - jax.lax.stop_gradient(surrogate))
+
+
+# ---------------------------------------------------------------------------
+# pieces of the ELBO shared by the estimators
+
+
+def score_term(log_q: Array, cost: Array) -> Array:
+    """A zero-valued term whose gradient is ``cost * grad(log_q)``.
+
+    ``cost`` is treated as a constant (``stop_gradient``).
+    """
+    weighted = log_q * jax.lax.stop_gradient(cost)
+    return weighted - jax.lax.stop_gradient(weighted)
+
+
+def value_preserving(surrogate: Array, value: Array) -> Array:
+    """``value`` in value, ``surrogate``'s gradient."""
+    return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate))
+
+
+def is_reparameterized(site: Site) -> bool:
+    """Whether a guide site's value carries a pathwise gradient."""
+    return bool(getattr(site.fn, "has_rsample", False))
+
+
+def score_log_prob(site: Site) -> Array:
+    """``log q`` of a draw as the score function sees it: masked, not scaled.
+
+    Plate subsampling and ``scale`` weight the objective; the value was still drawn
+    from the unscaled density, whose gradient is the score.
+    """
+    log_prob = site.fn.log_prob(site.value)
+    if site.mask is not None:
+        log_prob = jnp.where(site.mask, log_prob, 0.0)
+    return log_prob
+
+
+class ElboTerms(NamedTuple):
+    """Per-site log-densities of one particle.
+
+    Attributes:
+        model_tr, guide_tr: the traces.
+        log_p: model sample site -> scaled, masked log p (shape batch_shape).
+        log_q: guide latent site -> scaled, masked log q.
+        log_q_path: like ``log_q``, but with guide params held fixed for
+            reparameterized sites when sticking the landing.
+        score: non-reparameterized guide site -> unscaled, masked log q.
+        non_reparam: names of non-reparameterized guide sites, in order.
+    """
+
+    model_tr: Trace
+    guide_tr: Trace
+    log_p: dict[str, Array]
+    log_q: dict[str, Array]
+    log_q_path: dict[str, Array]
+    score: dict[str, Array]
+    non_reparam: tuple[str, ...]
+
+    def elbo(self) -> Array:
+        return _total(self.log_p) - _total(self.log_q)
+
+    def pathwise(self) -> Array:
+        """The ELBO with the terms that carry pathwise gradients."""
+        return _total(self.log_p) - _total(self.log_q_path)
+
+
+def _total(log_probs: Mapping[str, Array]) -> Array:
+    return sum((jnp.sum(v) for v in log_probs.values()), jnp.zeros(()))
+
+
+def elbo_terms(
+    rng_key: PRNGKey,
+    model: ModelFn,
+    guide: ModelFn,
+    param_fn: ParamFn,
+    args: tuple,
+    kwargs: Mapping[str, Any],
+    stick_the_landing: bool = False,
+) -> ElboTerms:
+    """Run guide and model once and collect the per-site terms of the ELBO.
+
+    With ``stick_the_landing``, reparameterized guide sites are also scored with the
+    guide's parameters held fixed (``log_q_path``): that drops the zero-mean term
+    ``grad_phi log q(z; phi)`` while keeping the dependence through ``z``, so the
+    gradient's variance vanishes when q is the exact posterior.
+    """
+    model_tr, guide_tr = get_traces(rng_key, model, guide, param_fn, args, kwargs)
+    latent = guide_tr.latent_sites()
+    log_p = model_tr.log_probs()
+    log_q = {n: site_log_prob(s) for n, s in latent.items()}
+    non_reparam = tuple(n for n, s in latent.items() if not is_reparameterized(s))
+    score = {n: score_log_prob(latent[n]) for n in non_reparam}
+    log_q_path = dict(log_q)
+    if stick_the_landing:
+
+        def frozen(msg: Message) -> Any:
+            value = param_fn(msg)
+            return None if value is None else jax.lax.stop_gradient(value)
+
+        frozen_tr = trace(
+            replay(seed(substitute(guide, substitute_fn=frozen), rng_key), guide_tr)
+        ).get_trace(*args, **kwargs)
+        for name, site in latent.items():
+            if is_reparameterized(site):
+                log_q_path[name] = site_log_prob(frozen_tr[name])
+    return ElboTerms(model_tr, guide_tr, log_p, log_q, log_q_path, score, non_reparam)

@@ -9,63 +9,13 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from jsvi._typing import Array, ModelFn, PRNGKey, PyTree
-from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Message
-from jsvi.core.trace import Site, Trace, site_log_prob
-from jsvi.infer._common import ELBO, get_traces
+from jsvi.infer._common import ELBO, elbo_terms, score_term, value_preserving
 
-__all__ = ["Trace_ELBO", "guide_log_probs", "score_term"]
-
-
-def score_term(log_q: Array, cost: Array) -> Array:
-    """A zero-valued term whose gradient is ``cost * grad(log_q)``.
-
-    ``cost`` is treated as a constant (``stop_gradient``).
-    """
-    weighted = log_q * jax.lax.stop_gradient(cost)
-    return weighted - jax.lax.stop_gradient(weighted)
-
-
-def is_reparameterized(site: Site) -> bool:
-    return bool(getattr(site.fn, "has_rsample", False))
-
-
-def guide_log_probs(
-    guide_tr: Trace,
-    stick_the_landing: bool,
-    rng_key: PRNGKey,
-    guide: ModelFn,
-    param_fn: Callable[[Message], Any],
-    args: tuple,
-    kwargs: Mapping[str, Any],
-) -> dict[str, Array]:
-    """Per-site guide log-densities; with sticking-the-landing, reparameterized
-    sites are scored with the guide's parameters held fixed.
-
-    Holding the parameters fixed inside ``log q`` drops the score term
-    ``grad_phi log q(z; phi)``, whose expectation is zero, while keeping the
-    pathwise dependence through ``z``. Its variance vanishes when q is the exact
-    posterior.
-    """
-    log_qs = {n: site_log_prob(s) for n, s in guide_tr.latent_sites().items()}
-    if not stick_the_landing:
-        return log_qs
-
-    def frozen(msg: Message) -> Any:
-        value = param_fn(msg)
-        return None if value is None else jax.lax.stop_gradient(value)
-
-    frozen_tr = trace(
-        replay(seed(substitute(guide, substitute_fn=frozen), rng_key), guide_tr)
-    ).get_trace(*args, **kwargs)
-    for name, site in guide_tr.latent_sites().items():
-        if is_reparameterized(site):
-            log_qs[name] = site_log_prob(frozen_tr[name])
-    return log_qs
+__all__ = ["Trace_ELBO"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +36,10 @@ class Trace_ELBO(ELBO):
         - \overline{\log q_\phi(z_i)\,\widehat{\rm ELBO}}
 
     where the bar is ``stop_gradient``: the term is zero in value and its gradient is
-    :math:`\widehat{\rm ELBO}\,\nabla_\phi \log q_\phi(z_i)`. The surrogate's value
+    :math:`\widehat{\rm ELBO}\,\nabla_\phi \log q_\phi(z_i)`. Here
+    :math:`\log q_\phi(z_i)` is the density the value was drawn from: masked, but
+    not multiplied by plate/``scale`` factors (those weight the objective, not the
+    sampling). The surrogate's value
     therefore equals the ELBO estimate and its gradient is unbiased. The cost is the
     whole ELBO (no Rao-Blackwellization; see ``TraceGraph_ELBO``). Model-side
     ``param`` sites get gradients too, so an empty guide gives maximum likelihood.
@@ -127,22 +80,11 @@ class Trace_ELBO(ELBO):
         kwargs: Mapping[str, Any],
     ) -> tuple[Array, Array, PyTree]:
         del elbo_state
-        model_tr, guide_tr = get_traces(rng_key, model, guide, param_fn, args, kwargs)
-        log_p = model_tr.log_prob_sum()
-        log_qs = guide_log_probs(
-            guide_tr, self.stick_the_landing, rng_key, guide, param_fn, args, kwargs
+        terms = elbo_terms(
+            rng_key, model, guide, param_fn, args, kwargs, self.stick_the_landing
         )
-        if self.stick_the_landing:
-            log_q = guide_tr.log_prob_sum()
-        else:
-            log_q = sum((jnp.sum(v) for v in log_qs.values()), jnp.zeros(()))
-        elbo = log_p - log_q
-        surrogate = log_p - sum((jnp.sum(v) for v in log_qs.values()), jnp.zeros(()))
-        for name, site in guide_tr.latent_sites().items():
-            if not is_reparameterized(site):
-                surrogate = surrogate + score_term(jnp.sum(log_qs[name]), elbo)
-        # Same value as the ELBO; the gradient is the estimator's.
-        surrogate = jax.lax.stop_gradient(elbo) + (
-            surrogate - jax.lax.stop_gradient(surrogate)
-        )
-        return surrogate, elbo, ()
+        elbo = terms.elbo()
+        surrogate = terms.pathwise()
+        for name in terms.non_reparam:
+            surrogate = surrogate + score_term(jnp.sum(terms.score[name]), elbo)
+        return value_preserving(surrogate, elbo), elbo, ()
