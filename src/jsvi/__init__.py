@@ -3,12 +3,12 @@
 Re-exports only; see ``API.md`` for the public surface.
 """
 
-from jsvi import constraints, distributions, errors, handlers, transforms
+from jsvi import constraints, diagnostics, distributions, errors, handlers, transforms
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
 from jsvi.handlers import config_enumerate
-from jsvi.infer import Trace_ELBO
+from jsvi.infer import Trace_ELBO, TraceGraph_ELBO
 from jsvi.optim import per_param
 from jsvi import testing
 from jsvi.svi import (
@@ -28,10 +28,12 @@ __all__ = [
     "SVIState",
     "Site",
     "Trace",
+    "TraceGraph_ELBO",
     "Trace_ELBO",
     "config_enumerate",
     "constraints",
     "deterministic",
+    "diagnostics",
     "distributions",
     "enable_validation",
     "errors",

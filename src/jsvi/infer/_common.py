@@ -423,6 +423,7 @@ def elbo_terms(
     args: tuple,
     kwargs: Mapping[str, Any],
     stick_the_landing: bool = False,
+    draw: bool = True,
 ) -> ElboTerms:
     """Run guide and model once and collect the per-site terms of the ELBO.
 
@@ -431,7 +432,7 @@ def elbo_terms(
     ``grad_phi log q(z; phi)`` while keeping the dependence through ``z``, so the
     gradient's variance vanishes when q is the exact posterior.
     """
-    model_tr, guide_tr = get_traces(rng_key, model, guide, param_fn, args, kwargs)
+    model_tr, guide_tr = get_traces(rng_key, model, guide, param_fn, args, kwargs, draw)
     latent = guide_tr.latent_sites()
     log_p = model_tr.log_probs()
     log_q = {n: site_log_prob(s) for n, s in latent.items()}
