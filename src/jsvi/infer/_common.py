@@ -110,7 +110,9 @@ class feasible_draws(Handler):
             shape = tuple(msg.fn.batch_shape) + tuple(msg.fn.event_shape)
             support = getattr(msg.fn, "support", None)
             if support is not None:
-                msg.value = support.feasible_like(jnp.zeros(shape))
+                discrete = getattr(msg.fn, "is_discrete", False)
+                dtype = jnp.asarray(0).dtype if discrete else jnp.asarray(0.0).dtype
+                msg.value = support.feasible_like(jnp.zeros(shape, dtype))
         elif msg.kind == "plate":
             _, subsample_size = msg.args
             msg.value = jnp.arange(subsample_size)

@@ -1,0 +1,30 @@
+"""The examples run and show what they claim."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import jax
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_neural_baseline_trains_and_lowers_gradient_variance():
+    ex = load("nn_baseline")
+    x = ex.make_data(jax.random.key(1))
+    variances, params = ex.compare_variance(x, num_steps=500, num_samples=2000)
+    # Measured: 2.0x (a) and 2.3x (c) lower. Variance estimates from 2000 draws
+    # carry a few percent of error, so we assert 1.4x.
+    for name, (without, with_nn) in variances.items():
+        assert with_nn < without / 1.4, (name, without, with_nn)
+    assert float(params["a"]) > 1.0  # the guide learned that larger x means z = 1
