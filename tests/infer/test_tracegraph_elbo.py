@@ -334,3 +334,30 @@ def test_baseline_misuse_is_a_clear_error(where, options, match):
     with pytest.raises(SiteError, match=match):
         state = jsvi.svi_init(svi, 0, jnp.asarray(1.0))
         jsvi.svi_update(svi, state, jnp.asarray(1.0))
+
+
+@pytest.mark.parametrize("estimator", ["Trace_ELBO", "TraceGraph_ELBO"])
+def test_stick_the_landing_with_plates_and_subsampling(estimator):
+    x = jnp.linspace(-2.0, 2.0, 20)
+
+    def model(x):
+        with jsvi.plate("data", 20, subsample_size=5) as idx:
+            z = jsvi.sample("z", dist.Normal(0.0, 1.0))
+            jsvi.sample("x", dist.Normal(z, 1.0), obs=x[idx])
+
+    def guide(x):
+        m = jsvi.param("m", jnp.zeros(20))
+        s = jsvi.param("s", jnp.ones(20), constraint=constraints.positive)
+        with jsvi.plate("data", 20, subsample_size=5) as idx:
+            jsvi.sample("z", dist.Normal(m[idx], s[idx]))
+
+    exact = {"m": x / 2, "s": jnp.log(jnp.sqrt(0.5)) * jnp.ones(20)}
+    for stl in (True, False):
+        svi = jsvi.SVI(model, guide, optax.sgd(0.1), getattr(jsvi, estimator)(stick_the_landing=stl))
+        state = at(jsvi.svi_init(svi, 0, x), **exact)
+        var = jsvi.diagnostics.gradient_variance(svi, state, x, num_samples=256)["variance"]
+        total = float(var["m"].sum() + var["s"].sum())
+        if stl:
+            assert total < 1e-8, total
+        else:
+            assert total > 1.0, total
