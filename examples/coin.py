@@ -4,7 +4,10 @@ Prior Beta(10, 10), 6 heads and 4 tails, a Beta guide: SVI should recover the ex
 posterior Beta(16, 14).
 """
 
-import jax, jax.numpy as jnp, optax  # noqa: E401
+import jax  # noqa: E401
+import jax.numpy as jnp
+import optax
+
 import jsvi
 import jsvi.distributions as dist
 from jsvi import constraints

@@ -42,36 +42,40 @@ CASES = [
 IDS = [repr(c) for c, _, _ in CASES]
 
 
-@pytest.mark.parametrize("constraint, inside, outside", CASES, ids=IDS)
-def test_check_accepts_inside_rejects_outside_with_batch_dims(
-    constraint, inside, outside
-):
-    inside, outside = np.asarray(inside), np.asarray(outside)
-    values = np.stack([inside, outside, inside])  # batch of 3 elements
-    batch = np.broadcast_to(values, (2,) + values.shape)
+def _case(constraint, inside, outside):
+    inside, outside = jnp.asarray(inside), jnp.asarray(outside)
+    values = jnp.stack([inside, outside, inside])  # batch of 3 elements
+    batch = jnp.broadcast_to(values, (2,) + values.shape)
+    proto = jnp.zeros((2,) + inside.shape, dtype=inside.dtype)
+    feasible = constraint.feasible_like(proto)
+    return (
+        constraint.check(batch),
+        constraint(inside),
+        constraint(outside),
+        feasible,
+        constraint.check(feasible),
+    )
 
-    @jax.jit  # one compilation instead of many small eager ones
-    def run(batch, inside, outside):
-        return constraint.check(batch), constraint(inside), constraint(outside)
 
-    result, ok_in, ok_out = run(batch, inside, outside)
+@pytest.fixture(scope="module")
+def results():
+    """Every case in one compiled program (one compilation instead of many)."""
+    return jax.jit(lambda: [_case(*case) for case in CASES])()
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=IDS)
+def test_check_accepts_inside_rejects_outside_with_batch_dims(index, results):
+    result, ok_in, ok_out, _, _ = results[index]
     assert result.shape == (2, 3)
     np.testing.assert_array_equal(result, [[True, False, True]] * 2)
     assert bool(ok_in) and not bool(ok_out)
 
 
-@pytest.mark.parametrize("constraint, inside, outside", CASES, ids=IDS)
-def test_feasible_like_lies_in_support(constraint, inside, outside):
-    del outside
-    proto = np.zeros((2,) + np.shape(inside), dtype=np.asarray(inside).dtype)
-
-    @jax.jit
-    def run(proto):
-        value = constraint.feasible_like(proto)
-        return value, constraint.check(value)
-
-    value, ok = run(proto)
-    assert value.shape == proto.shape
+@pytest.mark.parametrize("index", range(len(CASES)), ids=IDS)
+def test_feasible_like_lies_in_support(index, results):
+    _, inside, _ = CASES[index]
+    _, _, _, value, ok = results[index]
+    assert value.shape == (2,) + np.shape(inside)
     assert bool(jnp.all(ok))
 
 

@@ -120,20 +120,27 @@ JACOBIAN_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(JACOBIAN_CASES))
-def test_round_trip_and_log_det_match_autodiff_jacobian(name):
-    t, x, flat_in, unflat_in, flat_out, extra = JACOBIAN_CASES[name]
+def _jacobian_case(name):
+    t, x, flat_in, unflat_in, flat_out, _ = JACOBIAN_CASES[name]
 
     def free(v):
         return flat_out(t(unflat_in(v)))
 
-    @jax.jit  # one compilation instead of many small eager ones
-    def run(x):
-        y = t(x)
-        jac = jax.vmap(jax.jacobian(free))(jax.vmap(flat_in)(x))
-        return y, t.inv(y), t.log_abs_det_jacobian(x, y), jac
+    y = t(x)
+    jac = jax.vmap(jax.jacobian(free))(jax.vmap(flat_in)(x))
+    return y, t.inv(y), t.log_abs_det_jacobian(x, y), jac
 
-    y, x_back, ladj, jac = run(x)
+
+@pytest.fixture(scope="module")
+def jacobian_results():
+    """Every case in one compiled program (one compilation instead of many)."""
+    return jax.jit(lambda: {name: _jacobian_case(name) for name in JACOBIAN_CASES})()
+
+
+@pytest.mark.parametrize("name", list(JACOBIAN_CASES))
+def test_round_trip_and_log_det_match_autodiff_jacobian(name, jacobian_results):
+    t, x, _, _, _, extra = JACOBIAN_CASES[name]
+    y, x_back, ladj, jac = jacobian_results[name]
     assert y.shape == t.forward_shape(x.shape)
     assert t.inverse_shape(y.shape) == x.shape
     np.testing.assert_allclose(x_back, x, rtol=1e-4, atol=1e-4)
@@ -216,21 +223,29 @@ BIJECT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "constraint, shape", BIJECT_CASES, ids=[repr(c) for c, _ in BIJECT_CASES]
-)
-def test_biject_to_maps_random_reals_into_the_constraint(constraint, shape):
+def _biject_case(constraint, shape, seed):
     t = T.biject_to(constraint)
-    x = _normal(t.inverse_shape(shape), seed=1, scale=2.0)
+    x = _normal(t.inverse_shape(shape), seed=seed, scale=2.0)
+    y = t(x)
+    return x, y, constraint.check(y), t.inv(y), t.log_abs_det_jacobian(x, y)
 
-    @jax.jit
-    def run(x):
-        y = t(x)
-        return y, constraint.check(y), t.inv(y), t.log_abs_det_jacobian(x, y)
 
-    y, ok, x_back, ladj = run(x)
+@pytest.fixture(scope="module")
+def biject_results():
+    """Every case in one compiled program."""
+    return jax.jit(
+        lambda: [_biject_case(c, shape, i) for i, (c, shape) in enumerate(BIJECT_CASES)]
+    )()
+
+
+@pytest.mark.parametrize(
+    "index", range(len(BIJECT_CASES)), ids=[repr(c) for c, _ in BIJECT_CASES]
+)
+def test_biject_to_maps_random_reals_into_the_constraint(index, biject_results):
+    constraint, shape = BIJECT_CASES[index]
+    x, y, ok, x_back, ladj = biject_results[index]
     assert y.shape == shape
-    assert t.codomain.event_dim == constraint.event_dim
+    assert T.biject_to(constraint).codomain.event_dim == constraint.event_dim
     assert ok.shape == shape[: len(shape) - constraint.event_dim]
     assert bool(jnp.all(ok))
     np.testing.assert_allclose(x_back, x, rtol=1e-3, atol=1e-3)

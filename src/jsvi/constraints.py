@@ -581,7 +581,13 @@ one_hot = _OneHot()
 
 
 def interval(lower_bound: ArrayLike, upper_bound: ArrayLike) -> Constraint:
-    """The closed interval ``[lower_bound, upper_bound]`` (bounds broadcast)."""
+    """The closed interval ``[lower_bound, upper_bound]`` (bounds broadcast).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> interval(0, 2).check(jnp.array([0.5, 2.5])).tolist()
+        [True, False]
+    """
     return _Interval(lower_bound, upper_bound)
 
 

@@ -304,7 +304,7 @@ def _known_sign(x: Any) -> int:
     """+1/-1 when every entry of ``x`` is known (concrete) to be >0 / <0, else 0."""
     if isinstance(x, float):
         return 1 if x > 0 else -1 if x < 0 else 0
-    if isinstance(x, jax.core.Tracer):
+    if not isinstance(x, jax.Array | np.ndarray) or isinstance(x, jax.core.Tracer):
         return 0
     arr = np.asarray(x)
     if np.all(arr > 0):
@@ -355,8 +355,10 @@ class AffineTransform(Transform):
         return constraints.independent(out, n) if n else out
 
     def _map_constraint(self, c: Constraint) -> Constraint:
+        if isinstance(c, constraints._Real):
+            return constraints.real
         sign = _known_sign(self.scale)
-        if isinstance(c, constraints._Real) or sign == 0:
+        if sign == 0:
             return constraints.real
         if isinstance(c, constraints._GreaterThan):
             bound = self.loc + self.scale * c.lower_bound
@@ -551,6 +553,11 @@ class StickBreakingTransform(Transform):
 
     ``z_k = sigmoid(x_k - log(K - 1 - k))`` is the fraction broken off the
     remaining stick; ``x = 0`` maps to the uniform vector. Computed in log space.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> StickBreakingTransform()(jnp.zeros(3)).round(4).tolist()
+        [0.25, 0.25, 0.25, 0.25]
     """
 
     domain = constraints.real_vector
@@ -696,8 +703,9 @@ class CorrCholeskyTransform(Transform):
     def inv(self, y: ArrayLike) -> Array:
         y = jnp.asarray(y, dtype=jnp.result_type(float, y))
         rows, cols, _ = _tril_index(y.shape[-1], strict=True)
-        sq = jnp.square(y)
-        rest = 1.0 - (jnp.cumsum(sq, axis=-1) - sq)
+        # The stick left before column j, 1 - sum_{k<j} L_ik^2, equals the sum of
+        # squares from column j on (rows have unit norm): no cancellation.
+        rest = jnp.cumsum(jnp.square(y)[..., ::-1], axis=-1)[..., ::-1]
         tiny = jnp.finfo(y.dtype).tiny
         z = y[..., rows, cols] / jnp.sqrt(jnp.maximum(rest[..., rows, cols], tiny))
         eps = jnp.finfo(y.dtype).eps

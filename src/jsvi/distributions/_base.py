@@ -221,7 +221,7 @@ class Distribution:
         if not self.arg_constraints or not self._all_concrete():
             return
         for arg, ok in _compiled(_arg_flags_jit, _arg_flags, self).items():
-            if bool(ok):
+            if not is_concrete(ok) or bool(ok):  # staged out: nothing to check
                 continue
             c, value = self.arg_constraints[arg], self._param(arg)
             raise ArgumentError(
@@ -254,7 +254,8 @@ class Distribution:
         if not (is_concrete(value) and self._all_concrete()):
             return
         value = jnp.asarray(value)
-        if not bool(_compiled(_value_flag_jit, _value_flag, self, value)):
+        ok_all = _compiled(_value_flag_jit, _value_flag, self, value)
+        if is_concrete(ok_all) and not bool(ok_all):
             ok = self._value_ok(value)
             support = self.support
             raise SupportError(

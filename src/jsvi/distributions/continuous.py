@@ -27,7 +27,7 @@ from jsvi.distributions._base import (
     float_dtype,
     promote_params,
 )
-from jsvi.errors import ArgumentError
+from jsvi.errors import ArgumentError, ShapeError
 
 __all__ = [
     "Beta",
@@ -52,7 +52,18 @@ def _tiny(x: Array) -> Array:
 
 
 class Normal(Distribution):
-    """Normal distribution with mean ``loc`` and standard deviation ``scale``."""
+    """Normal distribution with mean ``loc`` and standard deviation ``scale``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> d = Normal(jnp.zeros(3), 1.0)
+        >>> d.batch_shape, d.event_shape
+        ((3,), ())
+        >>> d.sample(jax.random.key(0), (2,)).shape
+        (2, 3)
+        >>> round(float(d.to_event(1).log_prob(jnp.zeros(3))), 4)
+        -2.7568
+    """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.real
@@ -414,7 +425,8 @@ class Beta(Distribution):
         return jnp.clip(x, _tiny(a), 1.0 - eps)
 
     def _log_prob(self, value: ArrayLike) -> Array:
-        return stats.beta.logpdf(value, self.concentration1, self.concentration0)
+        a, b = self.concentration1, self.concentration0
+        return stats.beta.logpdf(jnp.asarray(value, dtype=float_dtype(value, a)), a, b)
 
     @property
     def mean(self) -> Array:
@@ -461,7 +473,7 @@ class Gamma(Distribution):
 
     def _log_prob(self, value: ArrayLike) -> Array:
         a, rate = self.concentration, self.rate
-        value = jnp.asarray(value)
+        value = jnp.asarray(value, dtype=float_dtype(value, a))
         return (
             special.xlogy(a - 1, value)
             - rate * value
@@ -547,7 +559,18 @@ class Delta(Distribution):
                 f"Delta: event_dim must be an int in [0, {self.v.ndim}] for v of shape "
                 f"{self.v.shape}, got {event_dim!r}. Pass at most v.ndim."
             )
-        self.log_density = jnp.asarray(log_density, dtype=dtype)
+        log_density = jnp.asarray(log_density, dtype=dtype)
+        v_batch = self.v.shape[: self.v.ndim - event_dim]
+        try:
+            batch = tuple(jnp.broadcast_shapes(v_batch, log_density.shape))
+        except ValueError:
+            raise ShapeError(
+                f"Delta: log_density of shape {log_density.shape} does not broadcast "
+                f"with the batch shape {v_batch} of v. Give log_density the batch "
+                "shape (or a scalar)."
+            ) from None
+        self.v = jnp.broadcast_to(self.v, batch + self.v.shape[len(v_batch) :])
+        self.log_density = jnp.broadcast_to(log_density, batch)
         self._event_dim = event_dim
         super().__init__(validate_args=validate_args)
 

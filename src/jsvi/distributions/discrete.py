@@ -57,7 +57,15 @@ def _enumerate(values: Array, batch_shape: Shape, event_shape: Shape, expand: bo
 
 
 class Bernoulli(Distribution):
-    """Bernoulli distribution over ``{0, 1}``, given ``probs`` or ``logits``."""
+    """Bernoulli distribution over ``{0, 1}``, given ``probs`` or ``logits``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> d = Bernoulli(probs=jnp.array([0.2, 0.7]))
+        >>> values = d.enumerate_support(expand=False)
+        >>> values.shape, d.log_prob(values).shape
+        ((2, 1), (2, 2))
+    """
 
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.boolean
@@ -95,8 +103,10 @@ class Bernoulli(Distribution):
         return draws.astype(int_dtype())
 
     def _log_prob(self, value: ArrayLike) -> Array:
-        value = jnp.asarray(value)
         logits = self.__dict__.get("_logits")
+        param = self._probs if logits is None else logits
+        # Float values: integer ones would give float0 tangents inside xlogy's jvp.
+        value = jnp.asarray(value, dtype=float_dtype(value, param))
         if logits is not None:
             return value * logits - jax.nn.softplus(logits)
         p = self._probs

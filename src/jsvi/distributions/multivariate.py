@@ -2,7 +2,8 @@
 
 ``Dirichlet``, ``MultivariateNormal`` and ``LowRankMultivariateNormal``. All of
 them sample with reparameterized gradients. Batch dims of vector and matrix
-parameters broadcast against each other and are not materialized.
+parameters broadcast against each other; every parameter is stored broadcast to
+the full batch shape (so ``vmap`` keeps them aligned).
 
 May import (within jsvi): ``jsvi.distributions._base``, ``jsvi.constraints``,
 ``jsvi._typing``, ``jsvi.errors``.
@@ -58,15 +59,25 @@ def _vector_loc(where: str, loc: Array, k: int) -> Array:
     )
 
 
-def _check_batch(where: str, **shapes: Shape) -> None:
+def _common_batch(where: str, **shapes: Shape) -> Shape:
+    """The broadcast of the parameters' batch shapes (ShapeError if none)."""
     try:
-        jnp.broadcast_shapes(*shapes.values())
+        return tuple(jnp.broadcast_shapes(*shapes.values()))
     except ValueError:
         desc = ", ".join(f"{k} {v}" for k, v in shapes.items())
         raise ShapeError(
             f"{where}: batch shapes of the parameters do not broadcast ({desc}). "
             "Give them compatible batch dims."
         ) from None
+
+
+def _to_batch(x: Array, batch: Shape, event_ndim: int) -> Array:
+    """Broadcast ``x`` to ``batch`` + its own event dims.
+
+    Every parameter carries the full batch shape, so that ``vmap`` (which adds a
+    leading axis to every leaf) keeps the batch dims of all parameters aligned.
+    """
+    return jnp.broadcast_to(x, batch + x.shape[x.ndim - event_ndim :])
 
 
 class Dirichlet(Distribution):
@@ -105,6 +116,7 @@ class Dirichlet(Distribution):
     def _log_prob(self, value: ArrayLike) -> Array:
         alpha = self.concentration
         norm = special.gammaln(jnp.sum(alpha, -1)) - jnp.sum(special.gammaln(alpha), -1)
+        value = jnp.asarray(value, dtype=float_dtype(value, alpha))
         return jnp.sum(special.xlogy(alpha - 1, value), axis=-1) + norm
 
     @property
@@ -131,6 +143,12 @@ class MultivariateNormal(Distribution):
             positive diagonal.
 
     The batch dims of ``loc`` and of the matrix broadcast against each other.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> d = MultivariateNormal(jnp.zeros((4, 2)), covariance_matrix=jnp.eye(2))
+        >>> d.batch_shape, d.event_shape
+        ((4,), (2,))
     """
 
     arg_constraints = {
@@ -182,10 +200,11 @@ class MultivariateNormal(Distribution):
             )
         k = matrix.shape[-1]
         loc = _vector_loc("MultivariateNormal", jnp.asarray(loc, dtype=dtype), k)
-        _check_batch(
+        batch = _common_batch(
             "MultivariateNormal", loc=loc.shape[:-1], **{name: matrix.shape[:-2]}
         )
-        self.loc = loc
+        self.loc = _to_batch(loc, batch, 1)
+        matrix = _to_batch(matrix, batch, 2)
         if name == "scale_tril":
             self.scale_tril = matrix
         elif name == "covariance_matrix":
@@ -295,13 +314,15 @@ class LowRankMultivariateNormal(Distribution):
         k = cov_factor.shape[-2]
         cov_diag = _vector_loc(where, cov_diag, k)
         loc = _vector_loc(where, jnp.asarray(loc, dtype=dtype), k)
-        _check_batch(
+        batch = _common_batch(
             where,
             loc=loc.shape[:-1],
             cov_factor=cov_factor.shape[:-2],
             cov_diag=cov_diag.shape[:-1],
         )
-        self.loc, self.cov_factor, self.cov_diag = loc, cov_factor, cov_diag
+        self.loc = _to_batch(loc, batch, 1)
+        self.cov_factor = _to_batch(cov_factor, batch, 2)
+        self.cov_diag = _to_batch(cov_diag, batch, 1)
         super().__init__(validate_args=validate_args)
 
     @property

@@ -150,6 +150,13 @@ class ExpandedDistribution(Distribution):
         _check_base("ExpandedDistribution", base_dist)
         batch_shape = as_shape(batch_shape, "ExpandedDistribution")
         base_dist._check_expand(batch_shape)
+        if (
+            base_dist.arg_constraints
+            or type(base_dist).expand is not Distribution.expand
+        ):
+            # Families broadcast their parameters and wrappers expand their base:
+            # then every leaf carries the full batch shape (aligned under vmap).
+            base_dist = base_dist.expand(batch_shape)
         self.base_dist = base_dist
         self._expanded_shape = batch_shape
         self._base_ndim = len(base_dist.batch_shape)
@@ -264,6 +271,7 @@ class MaskedDistribution(Distribution):
                     f"broadcast to batch_shape {batch}. Give the mask the batch shape "
                     "(or a shape that broadcasts to it)."
                 )
+            mask = jnp.broadcast_to(mask, batch)  # aligned batch dims under vmap
         self.base_dist = base_dist
         self._mask = mask
         super().__init__(validate_args=_resolve_validate(base_dist, validate_args))
@@ -341,6 +349,20 @@ class TransformedDistribution(Distribution):
     Args:
         base_distribution: the distribution of the input.
         transforms: a ``Transform`` or a sequence of them, applied in order.
+
+    Example:
+        >>> from jsvi.distributions import LogNormal, Normal
+        >>> from jsvi.transforms import ExpTransform
+        >>> d = TransformedDistribution(Normal(0.0, 1.0), ExpTransform())
+        >>> bool(abs(d.log_prob(2.0) - LogNormal(0.0, 1.0).log_prob(2.0)) < 1e-6)
+        True
+
+    Note:
+        ``jax.vmap`` adds its axis in front of every leaf. A transform parameter
+        with fewer batch dims than the distribution (``AffineTransform(loc, 2.0)``
+        for a batched ``loc``) then no longer lines up with the base's batch dims,
+        so give transform parameters the full batch shape before returning a
+        ``TransformedDistribution`` from ``vmap``.
     """
 
     _pytree_data_fields = ("base_dist", "transforms")
@@ -373,6 +395,11 @@ class TransformedDistribution(Distribution):
             base_distribution = Independent(base_distribution, extra)
         self.base_dist = base_distribution
         self.transforms = tuple(parts)
+        # Transforms with batched parameters (an affine map with a loc of shape
+        # (3,), say) enlarge the batch: draw the base over the whole batch.
+        batch_shape = self.batch_shape
+        if base_distribution.batch_shape != batch_shape:
+            self.base_dist = base_distribution.expand(batch_shape)
         super().__init__(
             validate_args=_resolve_validate(base_distribution, validate_args)
         )
