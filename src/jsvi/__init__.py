@@ -3,14 +3,21 @@
 Re-exports only; see ``API.md`` for the public surface.
 """
 
-from jsvi import constraints, diagnostics, distributions, errors, handlers, transforms
+from jsvi import (
+    constraints,
+    diagnostics,
+    distributions,
+    errors,
+    handlers,
+    testing,
+    transforms,
+)
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
 from jsvi.handlers import config_enumerate
 from jsvi.infer import Trace_ELBO, TraceGraph_ELBO
 from jsvi.optim import per_param
-from jsvi import testing
 from jsvi.svi import (
     SVI,
     SVIState,
