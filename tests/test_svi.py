@@ -263,7 +263,7 @@ def test_svi_configuration_errors():
     svi = coin_svi()
     with pytest.raises(ArgumentError, match="num_steps must be an int"):
         jsvi.svi_run(svi, 0, 0, COIN_DATA)
-    with pytest.raises(ArgumentError, match="reserved"):
+    with pytest.raises(ArgumentError, match="both checkpoint_every and checkpoint_path"):
         jsvi.svi_run(svi, 0, 5, COIN_DATA, checkpoint_every=2)
 
 

@@ -12,11 +12,13 @@ from jsvi import (
     testing,
     transforms,
 )
+from jsvi.checkpoint import load_state, save_state
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
 from jsvi.handlers import config_enumerate
 from jsvi.infer import Trace_ELBO, TraceGraph_ELBO
+from jsvi.loop import EarlyStopping, svi_run
 from jsvi.optim import per_param
 from jsvi.svi import (
     SVI,
@@ -24,13 +26,13 @@ from jsvi.svi import (
     evaluate_loss,
     get_params,
     svi_init,
-    svi_run,
     svi_update,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EarlyStopping",
     "SVI",
     "SVIState",
     "Site",
@@ -49,11 +51,13 @@ __all__ = [
     "format_shapes",
     "get_params",
     "handlers",
+    "load_state",
     "param",
     "per_param",
     "plate",
     "prng_key",
     "sample",
+    "save_state",
     "svi_init",
     "svi_run",
     "svi_update",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Hashable, Mapping
 from typing import Any, NamedTuple
 
@@ -23,7 +22,7 @@ import optax
 
 from jsvi._typing import Array, ModelFn, Params, PRNGKey, PyTree, is_concrete
 from jsvi.core.handlers import as_key
-from jsvi.errors import ArgumentError, NonFiniteError, SupportError
+from jsvi.errors import ArgumentError, SupportError
 from jsvi.infer._common import (
     ELBO,
     check_signatures,
@@ -40,7 +39,6 @@ __all__ = [
     "evaluate_loss",
     "get_params",
     "svi_init",
-    "svi_run",
     "svi_update",
 ]
 
@@ -145,6 +143,8 @@ class SVI:
 
     def run(self, rng_key: Any, num_steps: int, *args: Any, **kwargs: Any):
         """Same as ``jsvi.svi_run(self, ...)``."""
+        from jsvi.loop import svi_run  # noqa: PLC0415 (loop imports this module)
+
         return svi_run(self, rng_key, num_steps, *args, **kwargs)
 
 
@@ -431,238 +431,3 @@ def get_params(svi: SVI, state: SVIState) -> dict[str, PyTree]:
     """Constrained parameter values by name (pure; the state is unchanged)."""
     del svi
     return _constrain_all(state.params, state.param_constraints)
-
-
-# ---------------------------------------------------------------------------
-# the compiled loop
-
-
-def _run_steps(
-    svi: SVI,
-    static: _Static,
-    skip_nonfinite: bool,
-    state: SVIState,
-    dynamic: list,
-    losses: Array,
-    rejected: Array,
-    start: Array,
-    stop: Array,
-) -> tuple[SVIState, Array, Array]:
-    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``.
-
-    The bounds are traced, so one compiled program serves every chunk of a run
-    (and every run of the same length): the progress bar can pick chunk sizes by
-    wall-clock time without recompiling.
-    """
-
-    def body(i, carry):
-        st, losses, rejected = carry
-        st, (loss, rej) = _step(svi, static, st, dynamic, skip_nonfinite)
-        return st, losses.at[i].set(loss), rejected.at[i].set(rej)
-
-    return jax.lax.fori_loop(start, stop, body, (state, losses, rejected))
-
-
-_run_steps_jit = jax.jit(_run_steps, static_argnums=(0, 1, 2))
-
-_RESERVED_LATER = ("checkpoint_every", "checkpoint_path", "batches", "early_stopping")
-
-# Seconds of work between two progress-bar refreshes: long enough that the host
-# round trip between chunks costs well under 1% of the loop.
-_CHUNK_SECONDS = 0.25
-
-
-def _next_chunk(done: int, num_steps: int, last_len: int, last_s: float, n: int) -> int:
-    """Chunk length: two short probes (the first includes compilation), then
-    about ``_CHUNK_SECONDS`` of steps at the measured speed."""
-    left = num_steps - done
-    if n < 2:
-        return min(left, max(1, num_steps // 100))
-    rate = last_len / max(last_s, 1e-9)
-    return int(min(left, max(1, rate * _CHUNK_SECONDS)))
-
-
-def svi_run(
-    svi: SVI,
-    rng_key: Any,
-    num_steps: int,
-    *args: Any,
-    progress_bar: bool = True,
-    init_state: SVIState | None = None,
-    checkpoint_every: int | None = None,
-    checkpoint_path: str | None = None,
-    batches: Any = None,
-    skip_nonfinite: bool = True,
-    max_nonfinite: int = 10,
-    early_stopping: Any = None,
-    **kwargs: Any,
-) -> tuple[SVIState, Array]:
-    """Run ``num_steps`` SVI steps as one compiled loop.
-
-    Equals ``svi_init(svi, rng_key, ...)`` followed by ``num_steps`` calls of
-    ``svi_update``, step for step. The loop is compiled once per loop length and
-    model-argument shapes, with traced start/stop bounds: without a progress bar it
-    runs in a single call; with one, in chunks of about a quarter second each, and
-    a tqdm bar shows the running loss between them. A second call with the same
-    shapes (including one resuming from ``init_state``) compiles nothing.
-
-    Args:
-        svi: the configuration.
-        rng_key: key for ``svi_init`` (unused with ``init_state``).
-        num_steps: number of steps.
-        *args, **kwargs: model and guide arguments.
-        progress_bar: show a tqdm bar (needs ``tqdm``; silently off without it).
-        init_state: continue from this state (its own key continues).
-        skip_nonfinite: reject a step whose loss or gradients are not finite: the
-            state is kept, but for ``num_rejected`` (its next draw differs).
-        max_nonfinite: raise ``NonFiniteError`` after this many consecutive
-            rejections, naming the sites and parameters that were not finite.
-        checkpoint_every, checkpoint_path, batches, early_stopping: reserved
-            for checkpointing, streaming and early stopping; not available in
-            this release (passing them raises ``ArgumentError``).
-
-    Returns:
-        ``(final_state, losses)`` with ``losses`` of shape ``(num_steps,)``.
-
-    Example:
-        >>> import jax, optax, jsvi, jsvi.distributions as dist
-        >>> def model():
-        ...     jsvi.sample("x", dist.Normal(jsvi.param("mu", 0.0), 1.0), obs=2.0)
-        >>> svi = jsvi.SVI(model, lambda: None, optax.adam(0.1), jsvi.Trace_ELBO())
-        >>> state, losses = jsvi.svi_run(svi, 0, 300, progress_bar=False)
-        >>> round(float(jsvi.get_params(svi, state)["mu"]), 2)
-        2.0
-    """
-    given = dict(
-        checkpoint_every=checkpoint_every,
-        checkpoint_path=checkpoint_path,
-        batches=batches,
-        early_stopping=early_stopping,
-    )
-    for name in _RESERVED_LATER:
-        if given[name] is not None:
-            raise ArgumentError(
-                f"svi_run: {name}= is reserved for checkpointing/streaming/early "
-                "stopping, which this release does not provide. Drive svi_update from "
-                "your own loop for that."
-            )
-    if (
-        isinstance(num_steps, bool)
-        or not isinstance(num_steps, (int, np.integer))
-        or num_steps < 1
-    ):
-        raise ArgumentError(
-            f"svi_run: num_steps must be an int >= 1, got {num_steps!r}."
-        )
-    if (
-        isinstance(max_nonfinite, bool)
-        or not isinstance(max_nonfinite, int)
-        or max_nonfinite < 1
-    ):
-        raise ArgumentError(
-            f"svi_run: max_nonfinite must be an int >= 1, got {max_nonfinite!r}."
-        )
-    num_steps = int(num_steps)
-    if init_state is None:
-        state = svi_init(svi, rng_key, *args, **kwargs)
-    else:
-        state = init_state
-    dynamic, static = _split_args(args, kwargs, "svi_run")
-    bar = _make_bar(num_steps) if progress_bar else None
-    losses = jnp.zeros((num_steps,), jnp.result_type(float))
-    rejected = jnp.zeros((num_steps,), bool)
-    streak, done, length, seconds, chunks = 0, 0, num_steps, 0.0, 0
-    try:
-        while done < num_steps:
-            if bar is not None:
-                length = _next_chunk(done, num_steps, length, seconds, chunks)
-            t0 = time.perf_counter()
-            before = state
-            state, losses, rejected = _run_steps_jit(
-                svi,
-                static,
-                skip_nonfinite,
-                state,
-                dynamic,
-                losses,
-                rejected,
-                done,
-                done + length,
-            )
-            if skip_nonfinite and int(state.num_rejected) != int(before.num_rejected):
-                streak = _check_streak(
-                    streak, rejected[done : done + length], max_nonfinite, svi, state,
-                    args, kwargs,
-                )
-            elif skip_nonfinite:
-                streak = 0
-            done += length
-            chunks += 1
-            if bar is not None:
-                last = float(losses[done - 1])  # waits for the chunk
-                seconds = time.perf_counter() - t0
-                bar.update(length)
-                bar.set_postfix(loss=f"{last:.4g}", refresh=False)
-    finally:
-        if bar is not None:
-            bar.close()
-    return state, losses
-
-
-def _make_bar(total: int):
-    try:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="svi", unit="step", mininterval=0.2)
-
-
-def _check_streak(
-    streak: int,
-    rejected: Array,
-    max_nonfinite: int,
-    svi: SVI,
-    after: SVIState,
-    args: tuple,
-    kwargs: dict,
-) -> int:
-    flags = np.asarray(rejected)
-    if not flags.any():
-        return 0
-    for flag in flags:
-        streak = streak + 1 if flag else 0
-        if streak >= max_nonfinite:
-            raise NonFiniteError(
-                f"svi_run: {streak} consecutive steps had a non-finite loss or gradient "
-                f"(at step {int(after.step)}). {_nonfinite_report(svi, after, args, kwargs)} "
-                "Check priors and data for values outside their support, lower the "
-                "learning rate, or initialise parameters elsewhere."
-            )
-    return streak
-
-
-def _nonfinite_report(svi: SVI, state: SVIState, args: tuple, kwargs: dict) -> str:
-    """Name the sites and parameters that are not finite at ``state``."""
-    key = _step_key(state)
-    param_fn = unconstrained_param_fn(state.params)
-    bad_sites = []
-    try:
-        with jax.disable_jit(False):
-            model_tr, guide_tr = get_traces(key, svi.model, svi.guide, param_fn, args, kwargs)
-        for label, tr in (("model", model_tr), ("guide", guide_tr)):
-            for name, lp in tr.log_probs().items():
-                if not bool(jnp.all(jnp.isfinite(lp))):
-                    bad_sites.append(f"{label} site {name!r}")
-    except Exception as e:  # the report must not hide the original problem
-        bad_sites.append(f"(could not re-run the model: {e})")
-    objective = _objective(svi, state, args, kwargs)
-    grads = jax.grad(lambda p: objective(p)[0])(state.params)
-    bad_params = [
-        name
-        for name, g in grads.items()
-        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
-    ]
-    return (
-        f"Non-finite log-densities at: {', '.join(bad_sites) or 'none'}; non-finite "
-        f"gradients for params: {', '.join(bad_params) or 'none'}."
-    )

@@ -234,7 +234,50 @@ def _subsample_default(msg: Message) -> Array:
         return jnp.arange(size)
     if msg.rng_key is None:
         raise _missing_key("plate", msg.name)
-    return jax.random.choice(msg.rng_key, size, (subsample_size,), replace=False)
+    return subsample_indices(msg.rng_key, size, subsample_size)
+
+
+def subsample_indices(key: Any, size: int, subsample_size: int) -> Array:
+    """``subsample_size`` distinct indices in ``[0, size)``, uniformly at random.
+
+    Cost does not grow with ``size`` when ``subsample_size`` is small: draw the
+    indices independently, then redraw the positions that repeat an earlier one
+    until none do (about ``B**2 / (2N)`` repeats per round). The procedure treats
+    every index alike, so the resulting set is uniform over all subsets of that
+    size, as a permutation would give, without touching all ``size`` indices. For
+    ``subsample_size > size / 4`` a permutation is used instead.
+
+    Args:
+        key: a PRNG key.
+        size: N, the plate's size.
+        subsample_size: B, the number of indices.
+
+    Returns:
+        An int32 array of shape ``(subsample_size,)``.
+    """
+    if 4 * subsample_size > size:
+        return jax.random.permutation(key, size)[:subsample_size]
+    key, first = jax.random.split(key)
+    idx = jax.random.randint(first, (subsample_size,), 0, size)
+
+    def repeats(idx: Array) -> Array:
+        order = jnp.argsort(idx, stable=True)
+        sorted_idx = idx[order]
+        dup_sorted = jnp.concatenate([jnp.zeros(1, bool), sorted_idx[1:] == sorted_idx[:-1]])
+        return jnp.zeros(idx.shape, bool).at[order].set(dup_sorted)
+
+    def cond(carry):
+        return jnp.any(carry[2])
+
+    def body(carry):
+        key, idx, dup = carry
+        key, sub = jax.random.split(key)
+        fresh = jax.random.randint(sub, idx.shape, 0, size)
+        idx = jnp.where(dup, fresh, idx)
+        return key, idx, repeats(idx)
+
+    _, idx, _ = jax.lax.while_loop(cond, body, (key, idx, repeats(idx)))
+    return idx
 
 
 def _broadcast_site(msg: Message, frame: CondIndepStackFrame) -> None:

@@ -1,0 +1,164 @@
+"""Cost of plate subsampling: a minibatch step of Bayesian logistic regression
+(N=50,000, D=20, B=1,000) with ``plate(..., subsample_size=B)`` against the same
+step hand-written in JAX (indices from ``jax.random.randint``) and against NumPyro's
+plate subsampling when it is installed, side by side in one run.
+
+Target: jsvi / hand-written <= 1.2. Results go to ``results/minibatch-<device>.json``.
+
+Usage: ``python benchmarks/minibatch.py [--smoke] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import optax
+from _harness import context, interleaved, time_first_call, write
+
+import jsvi
+import jsvi.distributions as dist
+from jsvi import constraints
+
+
+def model(X, y, B):
+    N, D = X.shape
+    w = jsvi.sample("w", dist.Normal(jnp.zeros(D), 1.0).to_event(1))
+    b = jsvi.sample("b", dist.Normal(0.0, 1.0))
+    with jsvi.plate("data", N, subsample_size=B) as idx:
+        jsvi.sample("y", dist.Bernoulli(logits=X[idx] @ w + b), obs=y[idx])
+
+
+def guide(X, y, B):
+    del y, B
+    D = X.shape[1]
+    w_loc = jsvi.param("w_loc", jnp.zeros(D))
+    w_scale = jsvi.param("w_scale", 0.1 * jnp.ones(D), constraint=constraints.positive)
+    b_loc = jsvi.param("b_loc", 0.0)
+    b_scale = jsvi.param("b_scale", 0.1, constraint=constraints.positive)
+    jsvi.sample("w", dist.Normal(w_loc, w_scale).to_event(1))
+    jsvi.sample("b", dist.Normal(b_loc, b_scale))
+
+
+def hand(opt, N, D, B):
+    def norm_lp(x, loc, scale):
+        return -0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
+
+    def loss(u, key, X, y):
+        k_idx, kw, kb = jax.random.split(key, 3)
+        idx = jax.random.randint(k_idx, (B,), 0, N)
+        w_scale, b_scale = jnp.exp(u["w_scale"]), jnp.exp(u["b_scale"])
+        w = u["w_loc"] + w_scale * jax.random.normal(kw, (D,))
+        b = u["b_loc"] + b_scale * jax.random.normal(kb, ())
+        logits = X[idx] @ w + b
+        log_lik = (N / B) * jnp.sum(y[idx] * logits - jax.nn.softplus(logits))
+        log_p = jnp.sum(norm_lp(w, 0.0, 1.0)) + norm_lp(b, 0.0, 1.0) + log_lik
+        log_q = jnp.sum(norm_lp(w, u["w_loc"], w_scale)) + norm_lp(b, u["b_loc"], b_scale)
+        return -(log_p - log_q)
+
+    @jax.jit
+    def step(u, opt_state, key, X, y):
+        key, sub = jax.random.split(key)
+        value, grads = jax.value_and_grad(loss)(u, sub, X, y)
+        updates, opt_state = opt.update(grads, opt_state, u)
+        return optax.apply_updates(u, updates), opt_state, key, value
+
+    u0 = {
+        "w_loc": jnp.zeros(D),
+        "w_scale": jnp.log(0.1 * jnp.ones(D)),
+        "b_loc": jnp.zeros(()),
+        "b_scale": jnp.log(jnp.array(0.1)),
+    }
+    return step, (u0, opt.init(u0), jax.random.key(0))
+
+
+def numpyro_contender(X, y, B):
+    try:
+        import numpyro
+        import numpyro.distributions as ndist
+        from numpyro.infer import SVI, Trace_ELBO
+    except ImportError:
+        return None
+
+    def np_model(X, y):
+        N, D = X.shape
+        w = numpyro.sample("w", ndist.Normal(jnp.zeros(D), 1.0).to_event(1))
+        b = numpyro.sample("b", ndist.Normal(0.0, 1.0))
+        with numpyro.plate("data", N, subsample_size=B) as idx:
+            numpyro.sample("y", ndist.Bernoulli(logits=X[idx] @ w + b), obs=y[idx])
+
+    def np_guide(X, y):
+        D = X.shape[1]
+        w_loc = numpyro.param("w_loc", jnp.zeros(D))
+        w_scale = numpyro.param(
+            "w_scale", 0.1 * jnp.ones(D), constraint=ndist.constraints.positive
+        )
+        b_loc = numpyro.param("b_loc", 0.0)
+        b_scale = numpyro.param("b_scale", 0.1, constraint=ndist.constraints.positive)
+        numpyro.sample("w", ndist.Normal(w_loc, w_scale).to_event(1))
+        numpyro.sample("b", ndist.Normal(b_loc, b_scale))
+
+    svi = SVI(np_model, np_guide, optax.adam(1e-3), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), X, y)
+    update = jax.jit(svi.update)
+    box = {"s": state}
+
+    def run():
+        box["s"], loss = update(box["s"], X, y)
+        return loss
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--out", default=None, help="results folder (default results/)")
+    opts = parser.parse_args()
+    N, D, B = (2_000, 5, 100) if opts.smoke else (50_000, 20, 1_000)
+    blocks, calls = (2, 10) if opts.smoke else (10, 100)
+    key_x, key_w = jax.random.split(jax.random.key(42))
+    X = jax.random.normal(key_x, (N, D))
+    y = (X @ jax.random.normal(key_w, (D,)) > 0).astype(jnp.float32)
+    opt = optax.adam(1e-3)
+    svi = jsvi.SVI(model, guide, opt, jsvi.Trace_ELBO())
+    box = {"jsvi": jsvi.svi_init(svi, jax.random.key(0), X, y, B)}
+    step, hand_state = hand(opt, N, D, B)
+    box["hand"] = hand_state
+
+    def run_jsvi():
+        box["jsvi"], loss = jsvi.svi_update(svi, box["jsvi"], X, y, B)
+        return loss
+
+    def run_hand():
+        u, o, k, loss = step(*box["hand"], X, y)
+        box["hand"] = (u, o, k)
+        return loss
+
+    contenders = {"jsvi": run_jsvi, "hand": run_hand}
+    np_run = numpyro_contender(X, y, B)
+    if np_run is not None:
+        contenders["numpyro"] = np_run
+    first = {name: time_first_call(fn) for name, fn in contenders.items()}
+    stats = interleaved(contenders, blocks=blocks, calls=calls)
+    hand_med = stats["hand"]["median_s"]
+    print(f"{'contender':<12}{'us/step':>10}{'vs hand':>10}{'first call s':>14}")
+    for name, s in stats.items():
+        print(f"{name:<12}{1e6 * s['median_s']:>10.1f}{s['median_s'] / hand_med:>10.2f}{first[name]:>14.3f}")
+    payload = {
+        "context": context(),
+        "smoke": opts.smoke,
+        "sizes": {"N": N, "D": D, "B": B},
+        "keys": "jax.random.key(0)",
+        "first_call_s": first,
+        "steady": stats,
+        "ratio_jsvi_hand": stats["jsvi"]["median_s"] / hand_med,
+        "ratio_numpyro_hand": (stats["numpyro"]["median_s"] / hand_med) if "numpyro" in stats else None,
+    }
+    path = write("minibatch" + ("-smoke" if opts.smoke else ""), payload, opts.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,455 @@
+"""``svi_run``: the whole training loop, compiled, with a progress bar, checkpoints,
+streamed batches, non-finite step rejection and early stopping.
+
+May import: ``jsvi.svi``, ``jsvi.checkpoint``, ``jsvi.infer``, ``jsvi.core``;
+external: ``tqdm`` (optional).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jsvi._typing import Array
+from jsvi.checkpoint import load_state, save_state
+from jsvi.errors import ArgumentError, JsviWarning, NonFiniteError
+from jsvi.infer._common import get_traces, unconstrained_param_fn
+from jsvi.svi import (
+    SVI,
+    SVIState,
+    _objective,
+    _split_args,
+    _Static,
+    _step,
+    _step_key,
+    _update_jit,
+    svi_init,
+)
+
+__all__ = ["EarlyStopping", "svi_run"]
+
+
+class EarlyStopping(NamedTuple):
+    """Stop ``svi_run`` when the smoothed loss stops improving.
+
+    The loss is smoothed with an exponential moving average
+    (``ema <- smoothing * ema + (1 - smoothing) * loss``). The run stops once the
+    average has not gone below ``best - min_delta`` for ``patience`` consecutive
+    steps. It is checked between compiled chunks of at most ``patience // 2``
+    steps, so the run may go on for up to that many steps past the trigger.
+
+    Attributes:
+        patience: steps without improvement before stopping.
+        min_delta: the improvement (in loss units) that resets the count.
+        smoothing: the moving average's decay, in [0, 1).
+    """
+
+    patience: int = 500
+    min_delta: float = 0.0
+    smoothing: float = 0.9
+
+
+class _Stopper:
+    """Host-side state of an ``EarlyStopping`` rule."""
+
+    def __init__(self, rule: EarlyStopping):
+        if not isinstance(rule, EarlyStopping):
+            raise ArgumentError(
+                f"svi_run: early_stopping must be a jsvi.EarlyStopping, got "
+                f"{type(rule).__name__}. Pass e.g. jsvi.EarlyStopping(patience=200)."
+            )
+        if rule.patience < 1 or not 0.0 <= rule.smoothing < 1.0 or rule.min_delta < 0:
+            raise ArgumentError(
+                f"svi_run: invalid {rule}: need patience >= 1, 0 <= smoothing < 1 and "
+                "min_delta >= 0."
+            )
+        self.rule = rule
+        self.ema: float | None = None
+        self.best = np.inf
+        self.since_best = 0
+
+    def update(self, losses: np.ndarray) -> bool:
+        """Fold in a chunk of losses; True once the rule says stop."""
+        rule = self.rule
+        for loss in losses:
+            if not np.isfinite(loss):
+                self.since_best += 1
+                continue
+            self.ema = loss if self.ema is None else (
+                rule.smoothing * self.ema + (1 - rule.smoothing) * loss
+            )
+            if self.ema < self.best - rule.min_delta:
+                self.best, self.since_best = self.ema, 0
+            else:
+                self.since_best += 1
+        return self.since_best >= rule.patience
+
+
+def _run_steps(
+    svi: SVI,
+    static: _Static,
+    skip_nonfinite: bool,
+    state: SVIState,
+    dynamic: list,
+    losses: Array,
+    rejected: Array,
+    start: Array,
+    stop: Array,
+) -> tuple[SVIState, Array, Array]:
+    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``.
+
+    The bounds are traced, so one compiled program serves every chunk of a run
+    (and every run of the same length): chunk sizes can follow wall-clock time,
+    checkpoints and early stopping without recompiling.
+    """
+
+    def body(i, carry):
+        st, losses, rejected = carry
+        st, (loss, rej) = _step(svi, static, st, dynamic, skip_nonfinite)
+        return st, losses.at[i].set(loss), rejected.at[i].set(rej)
+
+    return jax.lax.fori_loop(start, stop, body, (state, losses, rejected))
+
+
+_run_steps_jit = jax.jit(_run_steps, static_argnums=(0, 1, 2))
+
+# Seconds of work between two progress-bar refreshes: long enough that the host
+# round trip between chunks costs well under 1% of the loop.
+_CHUNK_SECONDS = 0.25
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ArgumentError(f"svi_run: {name} must be an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+class _Plan:
+    """Chooses chunk lengths: by wall-clock time (progress bar), capped at
+    checkpoint boundaries and at half the early-stopping patience."""
+
+    def __init__(self, total, timed, checkpoint_every, patience, first_step):
+        self.total, self.timed = total, timed
+        self.every, self.first_step = checkpoint_every, first_step
+        self.cap = max(1, patience // 2) if patience else None
+        self.chunks, self.last_len, self.last_s = 0, 0, 0.0
+
+    def next(self, done: int) -> int:
+        left = self.total - done
+        if not self.timed:
+            length = left
+        elif self.chunks < 2:  # two short probes: the first one compiles
+            length = max(1, self.total // 100)
+        else:
+            rate = self.last_len / max(self.last_s, 1e-9)
+            length = int(max(1, rate * _CHUNK_SECONDS))
+        if self.cap is not None:
+            length = min(length, self.cap)
+        if self.every:
+            step = self.first_step + done
+            length = min(length, self.every - step % self.every)
+        return max(1, min(length, left))
+
+    def record(self, length: int, seconds: float) -> None:
+        self.chunks, self.last_len, self.last_s = self.chunks + 1, length, seconds
+
+
+def _batch_stream(batches: Any) -> Iterator[tuple[tuple, dict]]:
+    if not isinstance(batches, Iterable):
+        raise ArgumentError(
+            f"svi_run: batches must be an iterable of (args, kwargs) pairs, got "
+            f"{type(batches).__name__}."
+        )
+    for i, item in enumerate(batches):
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], dict)):
+            raise ArgumentError(
+                f"svi_run: batch #{i} is not an (args, kwargs) pair. Yield e.g. "
+                "((x_batch, y_batch), {})."
+            )
+        yield tuple(item[0]), item[1]
+
+
+def svi_run(
+    svi: SVI,
+    rng_key: Any,
+    num_steps: int,
+    *args: Any,
+    progress_bar: bool = True,
+    init_state: SVIState | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    batches: Iterable[tuple[tuple, dict]] | None = None,
+    skip_nonfinite: bool = True,
+    max_nonfinite: int = 10,
+    early_stopping: EarlyStopping | None = None,
+    **kwargs: Any,
+) -> tuple[SVIState, Array]:
+    """Run ``num_steps`` SVI steps as one compiled loop.
+
+    Equals ``svi_init(svi, rng_key, ...)`` followed by ``num_steps`` calls of
+    ``svi_update``, step for step. The loop is compiled once per loop length and
+    argument shapes, with traced start/stop bounds: without a progress bar, and
+    with no checkpoints or early stopping, it runs in a single call; otherwise in
+    chunks (about a quarter second each with the bar) that share that one program.
+    A second call with the same shapes, including one resuming from
+    ``init_state``, compiles nothing.
+
+    Args:
+        svi: the configuration.
+        rng_key: key for ``svi_init`` (unused with ``init_state``).
+        num_steps: number of steps to take.
+        *args, **kwargs: model and guide arguments.
+        progress_bar: show a tqdm bar with the running loss (off without tqdm).
+        init_state: continue from this state (its own key continues).
+        checkpoint_every, checkpoint_path: save the state to ``checkpoint_path``
+            (atomically, see ``jsvi.save_state``) whenever ``state.step`` is a
+            multiple of ``checkpoint_every``, and at the end. If the file exists
+            when the run starts, the run resumes from it: it continues until
+            ``state.step`` reaches the initial step plus ``num_steps``, so a run
+            killed and started again with the same arguments ends where an
+            uninterrupted one would, bit for bit.
+        batches: an iterable of ``(args, kwargs)``, one per step, for data
+            streamed from the host (e.g. minibatches of a dataset that does not
+            fit on the device). ``svi_init`` uses the first batch; each step is
+            one compiled ``svi_update`` call. Do not pass ``*args``/``**kwargs``
+            as well. If it runs out early, the run stops there with a warning.
+        skip_nonfinite: reject a step whose loss or gradients are not finite: the
+            state is kept, but for ``num_rejected`` (its next draw differs).
+        max_nonfinite: raise ``NonFiniteError`` after this many consecutive
+            rejections, naming the sites and parameters that were not finite
+            (checked between chunks).
+        early_stopping: a ``jsvi.EarlyStopping`` rule on the smoothed loss.
+            Learning-rate schedules need nothing from ``svi_run``: pass an
+            optax schedule to the optimizer, e.g.
+            ``optax.adam(optax.exponential_decay(1e-2, 1000, 0.5))``; its step count
+            lives in the optimizer state, so it resumes correctly too.
+
+    Returns:
+        ``(final_state, losses)``: ``losses`` holds the loss of every step this call
+        took, shape ``(steps_taken,)`` (``num_steps`` unless resumed, stopped early
+        or out of batches).
+
+    Example:
+        >>> import jax, optax, jsvi, jsvi.distributions as dist
+        >>> def model():
+        ...     jsvi.sample("x", dist.Normal(jsvi.param("mu", 0.0), 1.0), obs=2.0)
+        >>> svi = jsvi.SVI(model, lambda: None, optax.adam(0.1), jsvi.Trace_ELBO())
+        >>> state, losses = jsvi.svi_run(svi, 0, 300, progress_bar=False)
+        >>> round(float(jsvi.get_params(svi, state)["mu"]), 2)
+        2.0
+    """
+    num_steps = _check_int(num_steps, "num_steps", 1)
+    max_nonfinite = _check_int(max_nonfinite, "max_nonfinite", 1)
+    if (checkpoint_every is None) != (checkpoint_path is None):
+        raise ArgumentError(
+            "svi_run: pass both checkpoint_every and checkpoint_path, or neither."
+        )
+    if checkpoint_every is not None:
+        checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+    stopper = _Stopper(early_stopping) if early_stopping is not None else None
+    stream = None
+    if batches is not None:
+        if args or kwargs:
+            raise ArgumentError(
+                "svi_run: pass the data either as arguments or through batches=, not "
+                "both."
+            )
+        stream = _batch_stream(batches)
+        try:
+            args, kwargs = next(stream)
+        except StopIteration:
+            raise ArgumentError("svi_run: batches is empty.") from None
+    state = init_state if init_state is not None else svi_init(svi, rng_key, *args, **kwargs)
+    target = int(state.step) + num_steps
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        state = load_state(checkpoint_path, like=state)
+    total = target - int(state.step)
+    if total < 0:
+        raise ArgumentError(
+            f"svi_run: the checkpoint at {str(checkpoint_path)!r} is at step "
+            f"{int(state.step)}, past the requested end ({target}). Ask for more steps."
+        )
+    if total == 0:
+        return state, jnp.zeros((0,), jnp.result_type(float))
+    bar = _make_bar(total) if progress_bar else None
+    plan = _Plan(
+        total,
+        bar is not None or stream is not None,
+        checkpoint_every,
+        stopper.rule.patience if stopper else None,
+        int(state.step),
+    )
+    runner = (
+        _StreamRunner(svi, stream, skip_nonfinite, (args, kwargs))
+        if stream is not None
+        else _CompiledRunner(svi, total, skip_nonfinite, args, kwargs)
+    )
+    streak, done = 0, 0
+    try:
+        while done < total:
+            length = plan.next(done)
+            t0 = time.perf_counter()
+            before = int(state.num_rejected)
+            state, chunk_losses, chunk_rejected, length = runner.run(state, done, length)
+            if length == 0:
+                warnings.warn(
+                    f"svi_run: batches ran out after {done} of {total} steps; stopping.",
+                    JsviWarning,
+                    stacklevel=2,
+                )
+                break
+            done += length
+            if skip_nonfinite:
+                if int(state.num_rejected) != before:
+                    streak = _check_streak(
+                        streak, chunk_rejected(), max_nonfinite, svi, state, runner.last_args
+                    )
+                else:
+                    streak = 0
+            if checkpoint_path is not None and (
+                int(state.step) % checkpoint_every == 0 or done == total
+            ):
+                save_state(checkpoint_path, state)
+            stop = stopper is not None and stopper.update(np.asarray(chunk_losses()))
+            plan.record(length, time.perf_counter() - t0)
+            if bar is not None:
+                bar.update(length)
+                bar.set_postfix(loss=f"{float(chunk_losses()[-1]):.4g}", refresh=False)
+            if stop:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if checkpoint_path is not None and done < total:
+        save_state(checkpoint_path, state)
+    return state, runner.losses(done)
+
+
+class _CompiledRunner:
+    """Runs chunks of the compiled loop on fixed arguments."""
+
+    def __init__(self, svi: SVI, total: int, skip: bool, args: tuple, kwargs: dict):
+        self.svi, self.skip = svi, skip
+        self.dynamic, self.static = _split_args(args, kwargs, "svi_run")
+        self.buf = jnp.zeros((total,), jnp.result_type(float))
+        self.rej = jnp.zeros((total,), bool)
+        self.last_args = (args, kwargs)
+
+    def run(self, state: SVIState, done: int, length: int):
+        state, self.buf, self.rej = _run_steps_jit(
+            self.svi, self.static, self.skip, state, self.dynamic,
+            self.buf, self.rej, done, done + length,
+        )
+        buf, rej = self.buf, self.rej
+        return (
+            state,
+            lambda: buf[done : done + length],
+            lambda: np.asarray(rej[done : done + length]),
+            length,
+        )
+
+    def losses(self, done: int) -> Array:
+        return self.buf[:done]
+
+
+class _StreamRunner:
+    """Runs steps one compiled ``svi_update`` call per streamed batch."""
+
+    def __init__(self, svi: SVI, stream: Iterator, skip: bool, first: tuple):
+        self.svi, self.stream, self.skip = svi, stream, skip
+        self.pending: tuple | None = first
+        self.all_losses: list[Array] = []
+        self.last_args = first
+
+    def run(self, state: SVIState, done: int, length: int):
+        del done
+        losses, rejected = [], []
+        for _ in range(length):
+            if self.pending is not None:
+                batch, self.pending = self.pending, None
+            else:
+                try:
+                    batch = next(self.stream)
+                except StopIteration:
+                    break
+            dynamic, static = _split_args(batch[0], batch[1], "svi_run")
+            state, (loss, rej) = _update_jit(self.svi, static, state, dynamic, self.skip)
+            losses.append(loss)
+            rejected.append(rej)
+            self.last_args = batch
+        self.all_losses.extend(losses)
+        stacked = jnp.stack(losses) if losses else jnp.zeros((0,))
+        return (
+            state,
+            lambda: stacked,
+            lambda: np.asarray(jnp.stack(rejected)) if rejected else np.zeros(0, bool),
+            len(losses),
+        )
+
+    def losses(self, done: int) -> Array:
+        del done
+        if not self.all_losses:
+            return jnp.zeros((0,), jnp.result_type(float))
+        return jnp.stack(self.all_losses)
+
+
+def _make_bar(total: int):
+    try:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="svi", unit="step", mininterval=0.2)
+
+
+def _check_streak(
+    streak: int,
+    rejected: np.ndarray,
+    max_nonfinite: int,
+    svi: SVI,
+    state: SVIState,
+    last_args: tuple,
+) -> int:
+    for flag in rejected:
+        streak = streak + 1 if flag else 0
+        if streak >= max_nonfinite:
+            args, kwargs = last_args
+            raise NonFiniteError(
+                f"svi_run: {streak} consecutive steps had a non-finite loss or gradient "
+                f"(at step {int(state.step)}). {_nonfinite_report(svi, state, args, kwargs)} "
+                "Check priors and data for values outside their support, lower the "
+                "learning rate, or initialise parameters elsewhere."
+            )
+    return streak
+
+
+def _nonfinite_report(svi: SVI, state: SVIState, args: tuple, kwargs: dict) -> str:
+    """Name the sites and parameters that are not finite at ``state``."""
+    key = _step_key(state)
+    param_fn = unconstrained_param_fn(state.params)
+    bad_sites = []
+    try:
+        model_tr, guide_tr = get_traces(key, svi.model, svi.guide, param_fn, args, kwargs)
+        for label, tr in (("model", model_tr), ("guide", guide_tr)):
+            for name, lp in tr.log_probs().items():
+                if not bool(jnp.all(jnp.isfinite(lp))):
+                    bad_sites.append(f"{label} site {name!r}")
+    except Exception as e:  # the report must not hide the original problem
+        bad_sites.append(f"(could not re-run the model: {e})")
+    objective = _objective(svi, state, args, kwargs)
+    grads = jax.grad(lambda p: objective(p)[0])(state.params)
+    bad_params = [
+        name
+        for name, g in grads.items()
+        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+    ]
+    return (
+        f"Non-finite log-densities at: {', '.join(bad_sites) or 'none'}; non-finite "
+        f"gradients for params: {', '.join(bad_params) or 'none'}."
+    )
