@@ -240,12 +240,14 @@ def _subsample_default(msg: Message) -> Array:
 def subsample_indices(key: Any, size: int, subsample_size: int) -> Array:
     """``subsample_size`` distinct indices in ``[0, size)``, uniformly at random.
 
-    Cost does not grow with ``size`` when ``subsample_size`` is small: draw the
-    indices independently, then redraw the positions that repeat an earlier one
-    until none do (about ``B**2 / (2N)`` repeats per round). The procedure treats
-    every index alike, so the resulting set is uniform over all subsets of that
-    size, as a permutation would give, without touching all ``size`` indices. For
-    ``subsample_size > size / 4`` a permutation is used instead.
+    Draws ``B + E`` independent indices, where the spare ``E`` is many times the
+    expected number of repeats (``B**2 / (2N)``), and keeps the first ``B``
+    distinct ones, found with one scatter into an ``N``-slot table: no sort and
+    no random bits for the other ``N - B`` indices. The procedure treats every
+    index alike, so the resulting set is uniform over all subsets of that size,
+    as a permutation would give. In the (vanishingly rare) case that fewer than
+    ``B`` distinct indices come up, it redraws repeated positions until none
+    repeat. For ``subsample_size > size / 4`` a permutation is used instead.
 
     Args:
         key: a PRNG key.
@@ -257,26 +259,48 @@ def subsample_indices(key: Any, size: int, subsample_size: int) -> Array:
     """
     if 4 * subsample_size > size:
         return jax.random.permutation(key, size)[:subsample_size]
-    key, first = jax.random.split(key)
-    idx = jax.random.randint(first, (subsample_size,), 0, size)
+    expected_repeats = subsample_size * subsample_size / (2 * size)
+    total = subsample_size + int(4 * expected_repeats) + 32
+    key, draw_key = jax.random.split(key)
+    candidates = jax.random.randint(draw_key, (total,), 0, size)
+    positions = jnp.arange(total, dtype=jnp.int32)
+    first_claim = jnp.full(size, total, jnp.int32).at[candidates].min(positions)
+    is_first = first_claim[candidates] == positions
+    rank = jnp.cumsum(is_first) - 1
+    slot = jnp.where(is_first & (rank < subsample_size), rank, subsample_size)
+    picked = jnp.zeros(subsample_size, candidates.dtype).at[slot].set(
+        candidates, mode="drop"
+    )
+    enough = rank[-1] + 1 >= subsample_size
+    return jax.lax.cond(
+        enough,
+        lambda: picked,
+        lambda: _redraw_repeats(key, size, picked, is_first, rank),
+    )
+
+
+def _redraw_repeats(
+    key: Any, size: int, idx: Array, is_first: Array, rank: Array
+) -> Array:
+    """Fallback: redraw positions holding a repeated index until none repeat."""
+    num = idx.shape[0]
+    filled = jnp.arange(num) < jnp.sum(is_first)
+    slots = jnp.arange(1, num + 1, dtype=jnp.int32)
 
     def repeats(idx: Array) -> Array:
-        order = jnp.argsort(idx, stable=True)
-        sorted_idx = idx[order]
-        dup_sorted = jnp.concatenate([jnp.zeros(1, bool), sorted_idx[1:] == sorted_idx[:-1]])
-        return jnp.zeros(idx.shape, bool).at[order].set(dup_sorted)
-
-    def cond(carry):
-        return jnp.any(carry[2])
+        table = jnp.zeros(size, jnp.int32).at[idx].set(slots)
+        return table[idx] != slots
 
     def body(carry):
-        key, idx, dup = carry
+        key, idx, redo = carry
         key, sub = jax.random.split(key)
-        fresh = jax.random.randint(sub, idx.shape, 0, size)
-        idx = jnp.where(dup, fresh, idx)
+        idx = jnp.where(redo, jax.random.randint(sub, idx.shape, 0, size), idx)
         return key, idx, repeats(idx)
 
-    _, idx, _ = jax.lax.while_loop(cond, body, (key, idx, repeats(idx)))
+    del rank
+    _, idx, _ = jax.lax.while_loop(
+        lambda carry: jnp.any(carry[2]), body, (key, idx, ~filled)
+    )
     return idx
 
 
