@@ -28,3 +28,16 @@ def test_neural_baseline_trains_and_lowers_gradient_variance():
     for name, (without, with_nn) in variances.items():
         assert with_nn < without / 1.4, (name, without, with_nn)
     assert float(params["a"]) > 1.0  # the guide learned that larger x means z = 1
+
+
+@pytest.mark.slow
+def test_random_restarts_example_finds_the_mixture():
+    ex = load("restarts")
+    import numpy as np
+
+    locs = np.sort(np.asarray(ex.params["locs"]))
+    # 500 points with scale 0.7: each location's standard error is about
+    # 0.7 / sqrt(200) = 0.05; we allow 0.25 (5 se), the weight within 0.1.
+    np.testing.assert_allclose(locs, [-1.0, 3.0], atol=0.25)
+    assert abs(float(ex.params["weight"]) - 0.6) < 0.1
+    assert ex.losses.shape == (1000, 16)
