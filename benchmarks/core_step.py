@@ -157,6 +157,40 @@ def bench(name, model, guide, hand, data, blocks, calls):
     }
 
 
+def loop_overhead(steps: int, repeats: int) -> dict:
+    """Whole-loop time of ``svi_run`` on the coin: one compiled loop without a
+    progress bar, the chunked loop with one, and a Python loop of ``svi_update``."""
+    data = jnp.array([1.0] * 6 + [0.0] * 4)
+    svi = jsvi.SVI(coin_model, coin_guide, optax.adam(1e-3), jsvi.Trace_ELBO())
+
+    def python_loop():
+        state = jsvi.svi_init(svi, 0, data)
+        for _ in range(steps):
+            state, loss = jsvi.svi_update(svi, state, data)
+        return loss
+
+    runs = {
+        "svi_run": lambda: jsvi.svi_run(svi, 0, steps, data, progress_bar=False)[1],
+        "svi_run+bar": lambda: jsvi.svi_run(svi, 0, steps, data, progress_bar=True)[1],
+        "python_loop": python_loop,
+    }
+    for fn in runs.values():
+        jax.block_until_ready(fn())  # compile
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    med = {name: float(np.median(ts)) for name, ts in times.items()}
+    return {
+        "steps": steps,
+        "median_s": med,
+        "bar_overhead": med["svi_run+bar"] / med["svi_run"] - 1.0,
+        "python_loop_vs_svi_run": med["python_loop"] / med["svi_run"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
@@ -189,7 +223,21 @@ def main() -> None:
             f"{1e6 * s['hand']['median_s']:>14.1f}{r['ratio_median']:>8.3f}"
             f"{r['svi_init_s']:>9.3f}"
         )
-    payload = {"context": context(), "smoke": opts.smoke, "sizes": {"N": N, "D": D}, "keys": "jax.random.key(0)", "rows": rows}
+    loop = loop_overhead(200 if opts.smoke else 5_000, 2 if opts.smoke else 7)
+    print(
+        f"coin, {loop['steps']} steps: svi_run {loop['median_s']['svi_run']:.3f} s, with "
+        f"progress bar {loop['median_s']['svi_run+bar']:.3f} s "
+        f"({100 * loop['bar_overhead']:+.1f}%), Python loop of svi_update "
+        f"{loop['median_s']['python_loop']:.3f} s ({loop['python_loop_vs_svi_run']:.1f}x)"
+    )
+    payload = {
+        "context": context(),
+        "smoke": opts.smoke,
+        "sizes": {"N": N, "D": D},
+        "keys": "jax.random.key(0)",
+        "rows": rows,
+        "loop": loop,
+    }
     path = write("core_step" + ("-smoke" if opts.smoke else ""), payload, opts.out)
     print(f"wrote {path}")
 

@@ -145,7 +145,7 @@ class _Plan:
         left = self.total - done
         if not self.timed:
             length = left
-        elif self.chunks < 2:  # two short probes: the first one compiles
+        elif self.chunks == 0:  # a short probe (it may include compilation)
             length = max(1, self.total // 100)
         else:
             rate = self.last_len / max(self.last_s, 1e-9)
