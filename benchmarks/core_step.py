@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _handwritten import logreg_params, logreg_particle_loss, make_step
 from _harness import context, interleaved, time_first_call, write
 
 import jsvi
@@ -58,13 +59,7 @@ def coin_hand(opt):
         )
         return -(log_p - log_beta(f, a, b))
 
-    @jax.jit
-    def step(u, opt_state, key, data):
-        key, sub = jax.random.split(key)
-        value, grads = jax.value_and_grad(loss)(u, sub, data)
-        updates, opt_state = opt.update(grads, opt_state, u)
-        return optax.apply_updates(u, updates), opt_state, key, value
-
+    step = make_step(loss, opt)
     u0 = {"a": jnp.log(15.0), "b": jnp.log(15.0)}
     return step, (u0, opt.init(u0), jax.random.key(0))
 
@@ -92,34 +87,11 @@ def logreg_guide(X, y):
 
 
 def logreg_hand(opt, D):
-    def norm_lp(x, loc, scale):
-        return -0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
-
     def loss(u, key, X, y):
-        w_scale, b_scale = jnp.exp(u["w_scale"]), jnp.exp(u["b_scale"])
-        kw, kb = jax.random.split(key)
-        w = u["w_loc"] + w_scale * jax.random.normal(kw, (D,))
-        b = u["b_loc"] + b_scale * jax.random.normal(kb, ())
-        logits = X @ w + b
-        log_lik = jnp.sum(y * logits - jax.nn.softplus(logits))
-        log_p = jnp.sum(norm_lp(w, 0.0, 1.0)) + norm_lp(b, 0.0, 1.0) + log_lik
-        log_q = jnp.sum(norm_lp(w, u["w_loc"], w_scale)) + norm_lp(b, u["b_loc"], b_scale)
-        return -(log_p - log_q)
+        return logreg_particle_loss(u, key, X, y, D)
 
-    @jax.jit
-    def step(u, opt_state, key, X, y):
-        key, sub = jax.random.split(key)
-        value, grads = jax.value_and_grad(loss)(u, sub, X, y)
-        updates, opt_state = opt.update(grads, opt_state, u)
-        return optax.apply_updates(u, updates), opt_state, key, value
-
-    u0 = {
-        "w_loc": jnp.zeros(D),
-        "w_scale": jnp.log(0.1 * jnp.ones(D)),
-        "b_loc": jnp.zeros(()),
-        "b_scale": jnp.log(jnp.array(0.1)),
-    }
-    return step, (u0, opt.init(u0), jax.random.key(0))
+    u0 = logreg_params(D)
+    return make_step(loss, opt), (u0, opt.init(u0), jax.random.key(0))
 
 
 # --- driver --------------------------------------------------------------------------

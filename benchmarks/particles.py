@@ -16,6 +16,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 import optax
+from _handwritten import logreg_params, logreg_particle_loss, make_step
 from _harness import context, interleaved, time_first_call, write
 from core_step import logreg_guide, logreg_model
 
@@ -23,41 +24,13 @@ import jsvi
 
 
 def hand(opt, D, P):
-    def norm_lp(x, loc, scale):
-        return -0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
-
-    def particle(u, key, X, y):
-        w_scale, b_scale = jnp.exp(u["w_scale"]), jnp.exp(u["b_scale"])
-        kw, kb = jax.random.split(key)
-        w = u["w_loc"] + w_scale * jax.random.normal(kw, (D,))
-        b = u["b_loc"] + b_scale * jax.random.normal(kb, ())
-        logits = X @ w + b
-        log_p = (
-            jnp.sum(norm_lp(w, 0.0, 1.0))
-            + norm_lp(b, 0.0, 1.0)
-            + jnp.sum(y * logits - jax.nn.softplus(logits))
-        )
-        log_q = jnp.sum(norm_lp(w, u["w_loc"], w_scale)) + norm_lp(b, u["b_loc"], b_scale)
-        return -(log_p - log_q)
-
     def loss(u, key, X, y):
         keys = jax.random.split(key, P)
-        return jnp.mean(jax.vmap(particle, in_axes=(None, 0, None, None))(u, keys, X, y))
+        per_particle = jax.vmap(logreg_particle_loss, in_axes=(None, 0, None, None, None))
+        return jnp.mean(per_particle(u, keys, X, y, D))
 
-    @jax.jit
-    def step(u, opt_state, key, X, y):
-        key, sub = jax.random.split(key)
-        value, grads = jax.value_and_grad(loss)(u, sub, X, y)
-        updates, opt_state = opt.update(grads, opt_state, u)
-        return optax.apply_updates(u, updates), opt_state, key, value
-
-    u0 = {
-        "w_loc": jnp.zeros(D),
-        "w_scale": jnp.log(0.1 * jnp.ones(D)),
-        "b_loc": jnp.zeros(()),
-        "b_scale": jnp.log(jnp.array(0.1)),
-    }
-    return step, (u0, opt.init(u0), jax.random.key(0))
+    u0 = logreg_params(D)
+    return make_step(loss, opt), (u0, opt.init(u0), jax.random.key(0))
 
 
 def numpyro_runner(opt, X, y, P):
