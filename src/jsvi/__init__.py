@@ -16,8 +16,9 @@ from jsvi.checkpoint import load_state, save_state
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
+from jsvi.distributions.kl import kl_divergence
 from jsvi.handlers import config_enumerate
-from jsvi.infer import Trace_ELBO, TraceGraph_ELBO
+from jsvi.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from jsvi.loop import EarlyStopping, svi_run
 from jsvi.optim import per_param
 from jsvi.svi import (
@@ -37,7 +38,9 @@ __all__ = [
     "SVIState",
     "Site",
     "Trace",
+    "TraceEnum_ELBO",
     "TraceGraph_ELBO",
+    "TraceMeanField_ELBO",
     "Trace_ELBO",
     "config_enumerate",
     "constraints",
@@ -51,6 +54,7 @@ __all__ = [
     "format_shapes",
     "get_params",
     "handlers",
+    "kl_divergence",
     "load_state",
     "param",
     "per_param",

@@ -1,0 +1,230 @@
+"""Parallel enumeration of discrete sample sites: the ``enum`` handler.
+
+A site marked ``infer={"enumerate": "parallel"}`` that has no value yet gets its
+whole support as its value, laid out along a fresh batch dim to the left of every
+plate dim. With ``max_plate_nesting = P`` plates use dims ``-1 .. -P``; the k-th
+enumerated site of a run (k = 0, 1, ...) takes dim ``first_available_dim - k``,
+by default ``-(P + 1 + k)``. Everything computed from the value then broadcasts
+along that dim, so one run of the model evaluates every assignment at once and no
+Python loop over support values is needed. The dim is recorded in the site's
+``infer["_enumerate_dim"]``; estimators read it from the trace.
+
+The handler also checks what enumeration needs: the site has a finite support,
+its batch shape leaves room for the new dim, the support is not too large, and no
+site sits in more vectorized plates than ``max_plate_nesting`` allows.
+
+May import: ``jsvi.core.*``, ``jsvi._typing``, ``jsvi.errors``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from jsvi._typing import ModelFn, Shape
+from jsvi.core.runtime import Handler, Message
+from jsvi.errors import ArgumentError, ShapeError, SiteError
+
+__all__ = ["DEFAULT_MAX_ENUM_SIZE", "ENUM_DIM_KEY", "enum", "support_size"]
+
+#: Key of ``site.infer`` that holds the dim an enumerated site was laid out along.
+ENUM_DIM_KEY = "_enumerate_dim"
+
+#: Default bound on ``support size * prod(batch_shape)`` of one enumerated site
+#: (2**26 entries: 256 MiB of float32 log-densities for that site alone).
+DEFAULT_MAX_ENUM_SIZE = 2**26
+
+
+def _unwrap(fn: Any) -> Any:
+    """The innermost distribution behind expand/mask/NonReparameterized wrappers."""
+    while hasattr(fn, "base_dist") and not hasattr(fn, "reinterpreted_batch_ndims"):
+        fn = fn.base_dist
+    return fn
+
+
+def support_size(fn: Any) -> int | None:
+    """Number of values in ``fn``'s finite support, without enumerating it.
+
+    Returns ``None`` when the size is only known by enumerating (e.g. a support
+    whose bounds are traced arrays).
+
+    Example:
+        >>> import jax.numpy as jnp, jsvi.distributions as dist
+        >>> support_size(dist.Categorical(logits=jnp.zeros(5))), support_size(dist.Bernoulli(0.3))
+        (5, 2)
+    """
+    base = _unwrap(fn)
+    support = getattr(base, "support", None)
+    kind = type(support).__name__
+    if kind == "_Boolean":
+        return 2
+    if kind == "_OneHot":
+        return int(base.event_shape[-1])
+    if kind == "_IntegerInterval":
+        try:
+            low = np.min(np.asarray(support.lower_bound))
+            high = np.max(np.asarray(support.upper_bound))
+        except Exception:  # traced bounds: only enumeration tells
+            return None
+        return int(high - low + 1)
+    return None
+
+
+class enum(Handler):
+    """Enumerate the support of sites marked ``infer={"enumerate": "parallel"}``.
+
+    Sites that already have a value (observed, replayed from a guide, substituted)
+    are left alone. Place ``enum`` outside ``replay`` so that sites the guide
+    provides are not enumerated again.
+
+    Args:
+        fn: the model or guide to run.
+        first_available_dim: the dim (negative) the first enumerated site of a run
+            takes; the next takes one further left. Use ``-(max_plate_nesting + 1)``
+            (the default when ``max_plate_nesting`` is given), or continue after
+            the dims a guide used.
+        max_plate_nesting: how many dims plates may use; a site in more vectorized
+            plates, or in a plate at a dim further left, is an error. Defaults to
+            ``-first_available_dim - 1``.
+        max_enum_size: the largest ``support size * prod(batch_shape)`` one
+            enumerated site may have.
+
+    Raises:
+        SiteError: a site marked for enumeration has no finite support, or asks
+            for a strategy other than ``"parallel"``.
+        ShapeError: a site sits in more plates than ``max_plate_nesting``, or its
+            batch shape reaches the dim its enumeration needs.
+        ArgumentError: an enumerated site's support is larger than
+            ``max_enum_size`` allows (the message gives the size).
+
+    Example:
+        >>> import jsvi, jsvi.distributions as dist
+        >>> from jsvi import handlers
+        >>> def model():
+        ...     with jsvi.plate("data", 4):
+        ...         z = jsvi.sample("z", dist.Bernoulli(0.3), infer={"enumerate": "parallel"})
+        >>> tr = handlers.trace(enum(model, max_plate_nesting=1)).get_trace()
+        >>> tr["z"].value.shape, tr["z"].infer["_enumerate_dim"]
+        ((2, 1), -2)
+    """
+
+    def __init__(
+        self,
+        fn: ModelFn | None = None,
+        first_available_dim: int | None = None,
+        max_plate_nesting: int | None = None,
+        max_enum_size: int = DEFAULT_MAX_ENUM_SIZE,
+    ):
+        super().__init__(fn)
+        if first_available_dim is None and max_plate_nesting is None:
+            raise ArgumentError(
+                "enum: give max_plate_nesting (or first_available_dim), e.g. "
+                "enum(model, max_plate_nesting=1) for a model with one plate."
+            )
+        for name, value in (
+            ("first_available_dim", first_available_dim),
+            ("max_plate_nesting", max_plate_nesting),
+            ("max_enum_size", max_enum_size),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int)
+            ):
+                raise ArgumentError(f"enum: {name} must be an int, got {value!r}.")
+        if max_plate_nesting is not None and max_plate_nesting < 0:
+            raise ArgumentError(
+                f"enum: max_plate_nesting must be >= 0, got {max_plate_nesting}."
+            )
+        if first_available_dim is None:
+            first_available_dim = -(max_plate_nesting + 1)
+        if max_plate_nesting is None:
+            max_plate_nesting = -first_available_dim - 1
+        if first_available_dim > -(max_plate_nesting + 1):
+            raise ArgumentError(
+                f"enum: first_available_dim={first_available_dim} lies inside the "
+                f"{max_plate_nesting} plate dims. Use a dim <= "
+                f"{-(max_plate_nesting + 1)}."
+            )
+        if max_enum_size < 1:
+            raise ArgumentError(
+                f"enum: max_enum_size must be >= 1, got {max_enum_size}."
+            )
+        self.first_available_dim = first_available_dim
+        self.max_plate_nesting = max_plate_nesting
+        self.max_enum_size = max_enum_size
+        self._next_dim = first_available_dim
+
+    def _on_enter(self) -> enum:
+        self._next_dim = self.first_available_dim
+        return self
+
+    def process(self, msg: Message) -> None:
+        if msg.kind != "sample":
+            return
+        self._check_plates(msg)
+        strategy = msg.infer.get("enumerate")
+        if strategy is None or msg.value is not None or msg.is_observed:
+            return
+        if strategy != "parallel":
+            raise SiteError(
+                f"sample site {msg.name!r}: infer['enumerate']={strategy!r} is not "
+                "supported. Use 'parallel' (every value at once, along a batch dim), "
+                "or remove the option to sample the site."
+            )
+        self._enumerate(msg)
+
+    def _check_plates(self, msg: Message) -> None:
+        for frame in msg.cond_indep_stack:
+            if frame.vectorized and -frame.dim > self.max_plate_nesting:
+                depth = sum(f.vectorized for f in msg.cond_indep_stack)
+                raise ShapeError(
+                    f"sample site {msg.name!r}: sits in plate {frame.name!r} at dim "
+                    f"{frame.dim} ({depth} vectorized plates), but max_plate_nesting="
+                    f"{self.max_plate_nesting} reserves only dims -1 .. "
+                    f"{-self.max_plate_nesting} for plates. Pass "
+                    f"max_plate_nesting={-frame.dim} (or more) to the estimator."
+                )
+
+    def _enumerate(self, msg: Message) -> None:
+        fn, name = msg.fn, msg.name
+        if not getattr(fn, "has_enumerate_support", False):
+            raise SiteError(
+                f"sample site {name!r}: marked infer={{'enumerate': 'parallel'}}, but "
+                f"{type(fn).__name__} (support {getattr(fn, 'support', '?')!r}) has no "
+                "finite support to enumerate. Remove the option and let the guide "
+                "sample the site, or use a discrete distribution."
+            )
+        dim = self._next_dim
+        batch_shape: Shape = tuple(fn.batch_shape)
+        if len(batch_shape) >= -dim:
+            raise ShapeError(
+                f"sample site {name!r}: batch_shape {batch_shape} has {len(batch_shape)} "
+                f"dims, but enumeration puts its support at dim {dim} (left of the "
+                f"{self.max_plate_nesting} plate dims and "
+                f"{self.first_available_dim - dim} earlier enumerated dims), which the "
+                "batch shape already reaches. Declare every batch dim with a plate (or "
+                "move it into the event with .to_event(n)), or raise "
+                "max_plate_nesting."
+            )
+        size = support_size(fn)
+        if size is not None:
+            self._check_size(name, size, batch_shape)
+        values = fn.enumerate_support(expand=False)
+        size = int(values.shape[0])
+        self._check_size(name, size, batch_shape)
+        event_shape = tuple(fn.event_shape)
+        msg.value = values.reshape((size,) + (1,) * (-dim - 1) + event_shape)
+        msg.infer = {**msg.infer, ENUM_DIM_KEY: dim}
+        self._next_dim = dim - 1
+
+    def _check_size(self, name: str, size: int, batch_shape: Shape) -> None:
+        total = size * math.prod(batch_shape)
+        if total > self.max_enum_size:
+            raise ArgumentError(
+                f"sample site {name!r}: enumerating its support of {size} values over "
+                f"batch_shape {batch_shape} needs {total} log-density entries, more "
+                f"than max_enum_size={self.max_enum_size}. Sample the site in the guide "
+                "instead (remove infer['enumerate']), or raise max_enum_size if the "
+                "memory is there."
+            )
