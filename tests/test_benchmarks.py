@@ -12,7 +12,7 @@ import pytest
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py"])
+@pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py", "vae_digits.py"])
 def test_benchmark_smoke(script, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), "--smoke", "--out", str(tmp_path)],

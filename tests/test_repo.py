@@ -35,7 +35,8 @@ def test_public_surface_matches_api():
     for name in ["sample", "param", "plate", "deterministic", "factor", "config_enumerate",
                  "SVI", "SVIState", "svi_init", "svi_update", "svi_run", "evaluate_loss",
                  "get_params", "per_param", "Trace_ELBO", "TraceGraph_ELBO", "TraceEnum_ELBO",
-                 "TraceMeanField_ELBO", "kl_divergence", "save_state", "load_state", "diagnostics", "enable_validation", "handlers",
+                 "TraceMeanField_ELBO", "kl_divergence", "save_state", "load_state", "diagnostics",
+                 "Predictive", "autoguide", "nn", "to_arviz", "enable_validation", "handlers",
                  "constraints", "distributions", "errors", "format_shapes"]:
         assert name in jsvi.__all__ and hasattr(jsvi, name), name
     for name in ["seed", "trace", "replay", "substitute", "condition", "block", "scale", "mask"]:

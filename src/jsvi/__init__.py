@@ -34,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EarlyStopping",
+    "Predictive",
     "SVI",
     "SVIState",
     "Site",
@@ -42,6 +43,7 @@ __all__ = [
     "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "autoguide",
     "config_enumerate",
     "constraints",
     "deterministic",
@@ -56,6 +58,7 @@ __all__ = [
     "handlers",
     "kl_divergence",
     "load_state",
+    "nn",
     "param",
     "per_param",
     "plate",
@@ -66,5 +69,6 @@ __all__ = [
     "svi_run",
     "svi_update",
     "testing",
+    "to_arviz",
     "transforms",
 ]

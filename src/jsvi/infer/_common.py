@@ -109,7 +109,10 @@ class feasible_draws(Handler):
         if msg.kind == "sample":
             shape = tuple(msg.fn.batch_shape) + tuple(msg.fn.event_shape)
             support = getattr(msg.fn, "support", None)
-            if support is not None:
+            point = getattr(msg.fn, "v", None)  # a Delta: its own point
+            if point is not None:
+                msg.value = jnp.broadcast_to(point, shape)
+            elif support is not None:
                 discrete = getattr(msg.fn, "is_discrete", False)
                 dtype = jnp.asarray(0).dtype if discrete else jnp.asarray(0.0).dtype
                 msg.value = support.feasible_like(jnp.zeros(shape, dtype))
