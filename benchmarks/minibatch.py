@@ -132,6 +132,7 @@ def main() -> None:
         "keys": "jax.random.key(0)",
         "first_call_s": first,
         "steady": stats,
+        "rows": [{"contender": k, **v} for k, v in stats.items()],
         "ratio_jsvi_hand": stats["jsvi"]["median_s"] / hand_med,
         "ratio_numpyro_hand": (stats["numpyro"]["median_s"] / hand_med) if "numpyro" in stats else None,
     }

@@ -4,14 +4,17 @@ Re-exports only; see ``API.md`` for the public surface.
 """
 
 from jsvi import (
+    autoguide,
     constraints,
     diagnostics,
     distributions,
     errors,
     handlers,
+    nn,
     testing,
     transforms,
 )
+from jsvi.arviz import to_arviz
 from jsvi.checkpoint import load_state, save_state
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
@@ -21,6 +24,7 @@ from jsvi.handlers import config_enumerate
 from jsvi.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from jsvi.loop import EarlyStopping, svi_run
 from jsvi.optim import per_param
+from jsvi.predictive import Predictive
 from jsvi.svi import (
     SVI,
     SVIState,
