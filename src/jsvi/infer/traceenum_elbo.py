@@ -21,7 +21,7 @@ from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Message
 from jsvi.core.trace import Site, Trace
 from jsvi.distributions import Bernoulli, Categorical
-from jsvi.errors import ArgumentError, ModelGuideMismatchError, ShapeError, SiteError
+from jsvi.errors import ArgumentError, ShapeError, SiteError
 from jsvi.infer._common import (
     ELBO,
     MODEL_KEY_OFFSET,
@@ -179,36 +179,7 @@ def _check_enum_model_guide(
                 "it. A guide describes latent variables only: remove the site (or its "
                 "'enumerate' option) from the guide."
             )
-    if not guide_enum:
-        check_model_guide(model_tr, guide_tr)
-        return
-    for name in guide_tr.observed_sites():
-        raise SiteError(
-            f"guide site {name!r}: has obs. A guide describes latent variables only. "
-            f"Remove obs=... from the guide's {name!r}; observe it in the model."
-        )
-    guide_latent = guide_tr.latent_sites()
-    model_samples = model_tr.sample_sites()
-    for name, site in model_tr.latent_sites().items():
-        if name not in guide_latent and ENUM_DIM_KEY not in site.infer:
-            raise ModelGuideMismatchError(
-                f"model site {name!r}: latent in the model but missing from the guide. "
-                f"Add jsvi.sample({name!r}, ...) to the guide, observe it in the model "
-                "(obs=...), or mark it for enumeration."
-            )
-    for name in guide_latent:
-        m_site = model_samples.get(name)
-        if m_site is None:
-            raise ModelGuideMismatchError(
-                f"guide site {name!r}: sampled in the guide but not in the model. "
-                f"Remove it from the guide or add jsvi.sample({name!r}, ...) to the "
-                f"model. Model sites: {sorted(model_samples)}."
-            )
-        if m_site.is_observed:
-            raise ModelGuideMismatchError(
-                f"guide site {name!r}: the model observes this site, so the guide must "
-                "not sample it. Remove it from the guide."
-            )
+    check_model_guide(model_tr, guide_tr, check_shapes=not guide_enum)
 
 
 @dataclasses.dataclass(frozen=True)
