@@ -23,6 +23,7 @@ import optax
 from jsvi._typing import Array, ModelFn, Params, PRNGKey, PyTree, is_concrete
 from jsvi.core.handlers import as_key
 from jsvi.errors import ArgumentError, SupportError
+from jsvi.infer._checks import check_traces, value_checks
 from jsvi.infer._common import (
     ELBO,
     check_signatures,
@@ -30,7 +31,6 @@ from jsvi.infer._common import (
     get_traces,
     unconstrain,
     unconstrained_param_fn,
-    validation_flags,
 )
 
 __all__ = [
@@ -87,6 +87,9 @@ class SVI:
         guide: the variational family, with the model's signature.
         optimizer: any ``optax.GradientTransformation``.
         loss: an estimator such as ``jsvi.Trace_ELBO()``.
+        validate: run ``jsvi.validate``'s checks in ``svi_init`` (default). They
+            run once, while ``svi_init`` is traced, and add nothing to
+            ``svi_update``; ``False`` skips them (and the init-value checks).
 
     Example:
         >>> import optax, jsvi
@@ -99,6 +102,7 @@ class SVI:
     guide: ModelFn
     optimizer: optax.GradientTransformation
     loss: ELBO
+    validate: bool = True
 
     def __post_init__(self) -> None:
         for name in ("model", "guide"):
@@ -110,6 +114,10 @@ class SVI:
             raise ArgumentError(
                 f"SVI: optimizer must be an optax.GradientTransformation, got "
                 f"{type(self.optimizer).__name__}. Pass e.g. optax.adam(1e-3)."
+            )
+        if not isinstance(self.validate, bool):
+            raise ArgumentError(
+                f"SVI: validate must be True or False, got {self.validate!r}."
             )
         if not isinstance(self.loss, ELBO):
             raise ArgumentError(
@@ -221,36 +229,29 @@ def _init_impl(svi: SVI, static: _Static, rng_key: PRNGKey, dynamic: list):
     model_tr, guide_tr = get_traces(
         init_key, svi.model, svi.guide, _no_params, args, kwargs, draw=False
     )
-    params, constraints, checks = {}, [], []
+    params, constraints = {}, []
     for tr in (guide_tr, model_tr):
         for name, site in tr.param_sites().items():
-            if name in params:
-                continue
-            params[name] = unconstrain(site.value, site.constraint)
-            constraints.append((name, site.constraint))
-            in_support = [jnp.all(site.constraint.check(v)) for v in jax.tree.leaves(site.value)]
-            checks.append((
-                f"param {name!r}: init value lies outside its constraint "
-                f"{site.constraint!r}. Give an init_value inside the constraint",
-                jnp.all(jnp.stack(in_support)) if in_support else jnp.array(True),
-            ))
-            finite = [jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(params[name])]
-            checks.append((
-                f"param {name!r}: init value is not finite in unconstrained space (on "
-                f"the boundary of {site.constraint!r}?). Move init_value inside the "
-                "constraint",
-                jnp.all(jnp.stack(finite)) if finite else jnp.array(True),
-            ))
-    for where, ok in validation_flags((guide_tr, model_tr)).items():
-        checks.append((
-            f"{where} violates its constraint (distribution validation is on). Fix "
-            "the value, or pass validate_args=False to the distribution",
-            ok,
-        ))
+            if name not in params:
+                params[name] = unconstrain(site.value, site.constraint)
+                constraints.append((name, site.constraint))
+    checks = []
+    if svi.validate:
+        check_traces(model_tr, guide_tr)
+        svi.loss.check_traces(model_tr, guide_tr)
+        checks = value_checks(model_tr, guide_tr)
     # jit returns dicts with sorted keys: number them to keep the order of checks.
     flags = {f"{i:06d}|{message}": ok for i, (message, ok) in enumerate(checks)}
     param_fn = unconstrained_param_fn(params)
     elbo_state = svi.loss.init_state(state_key, param_fn, svi.model, svi.guide, args, kwargs)
+    if svi.validate:
+        # Trace (never compile) one loss evaluation, so that the estimator's own
+        # structural errors surface here rather than in the first svi_update.
+        jax.eval_shape(
+            lambda: svi.loss.loss_and_aux(
+                rng_key, param_fn, svi.model, svi.guide, elbo_state, args, kwargs
+            )
+        )
     state = SVIState(
         params=params,
         opt_state=svi.optimizer.init(params),

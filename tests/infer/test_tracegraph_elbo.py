@@ -15,6 +15,12 @@ import jsvi.distributions as dist
 from jsvi import constraints
 from jsvi.errors import SiteError
 
+# Several tests run one guide (baselines included) under both estimators on purpose;
+# Trace_ELBO warns that it ignores the baselines (tested in test_svi_checks.py).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:guide site .* has baseline options:jsvi.errors.JsviWarning"
+)
+
 NUM = 4000
 Z = 4.5  # about 10 scalars per test: ~1e-4 false failures in all
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from jsvi._typing import Array, shape_of
 from jsvi.core.runtime import CondIndepStackFrame, Message
-from jsvi.errors import SiteError
+from jsvi.errors import ShapeError, SiteError
 
 __all__ = ["Site", "Trace", "site_log_prob"]
 
@@ -107,6 +107,31 @@ class Site(Mapping):
     __hash__ = object.__hash__
 
 
+def _init_shapes(site: Site) -> Any:
+    (init,) = site.args or (None,)
+    if init is None or callable(init):
+        return None
+    leaves, treedef = jax.tree.flatten(init)
+    return treedef, tuple(shape_of(v) for v in leaves)
+
+
+def _check_redeclared_param(old: Site, new: Site) -> None:
+    """A param read twice in one run must be declared alike both times."""
+    if old.constraint != new.constraint:
+        raise SiteError(
+            f"param {new.name!r}: declared again with constraint {new.constraint!r}, "
+            f"but first with {old.constraint!r}. One name is one parameter: declare "
+            "it alike each time, or give the second one its own name."
+        )
+    a, b = _init_shapes(old), _init_shapes(new)
+    if a is not None and b is not None and a != b:
+        raise ShapeError(
+            f"param {new.name!r}: declared again with an init of shape {b[1]}, but "
+            f"first with {a[1]}. One name is one parameter: declare it alike each "
+            "time, or give the second one its own name."
+        )
+
+
 def site_log_prob(site: Site) -> Array:
     """Per-element log-density of a sample site with its scale and mask applied.
 
@@ -141,8 +166,16 @@ class Trace(Mapping):
         old = self._sites.get(site.name)
         if old is not None:
             if old.kind == site.kind == "param":
+                _check_redeclared_param(old, site)
                 return  # the same parameter read twice
             if old.kind == site.kind == "plate":
+                if tuple(old.args) != tuple(site.args):
+                    raise ShapeError(
+                        f"plate {site.name!r}: entered with (size, subsample_size) "
+                        f"{tuple(site.args)}, but earlier in this run with "
+                        f"{tuple(old.args)}. A plate names one independent dimension: "
+                        "reuse the same sizes, or give the new plate its own name."
+                    )
                 return  # the same plate entered again
             raise SiteError(
                 f"{site.kind} site {site.name!r}: the name is already used by a "

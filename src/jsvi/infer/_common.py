@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -19,7 +22,13 @@ from jsvi._typing import Array, ModelFn, Params, PRNGKey, PyTree, shape_of
 from jsvi.core.handlers import as_key, replay, seed, substitute, trace
 from jsvi.core.runtime import Handler, Message
 from jsvi.core.trace import Site, Trace, site_log_prob
-from jsvi.errors import ArgumentError, ModelGuideMismatchError, ShapeError, SiteError
+from jsvi.errors import (
+    ArgumentError,
+    JsviWarning,
+    ModelGuideMismatchError,
+    ShapeError,
+    SiteError,
+)
 from jsvi.transforms import biject_to
 
 __all__ = [
@@ -38,6 +47,7 @@ __all__ = [
     "get_traces",
     "unconstrain",
     "unconstrained_param_fn",
+    "user_stacklevel",
     "validation_flags",
 ]
 
@@ -242,6 +252,19 @@ def validation_flags(traces: tuple[Trace, ...]) -> dict[str, Array]:
     return flags
 
 
+def user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside jsvi and jax (for warnings)."""
+    import jsvi  # noqa: PLC0415
+
+    skip = tuple(
+        os.path.dirname(m.__file__) + os.sep for m in (jsvi, jax) if m.__file__
+    )
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 # ---------------------------------------------------------------------------
 # the estimator base
 
@@ -300,6 +323,42 @@ class ELBO:
         ``surrogate`` has the ELBO's value and the gradient estimator's gradient.
         """
         raise NotImplementedError
+
+    def check_traces(self, model_tr: Trace, guide_tr: Trace) -> None:
+        """Estimator-specific structural checks of one (unenumerated) run.
+
+        Called by ``svi_init`` and ``jsvi.validate`` before compiling. The default
+        rejects model sites marked for enumeration that the guide does not sample
+        (only ``TraceEnum_ELBO`` sums them out; any other estimator would draw them
+        from the prior and count their log-density as if observed) and warns about
+        baseline options, which only ``TraceGraph_ELBO`` uses.
+        """
+        self._check_not_enumerated(model_tr, guide_tr)
+        self._warn_unused_baselines(guide_tr)
+
+    def _check_not_enumerated(self, model_tr: Trace, guide_tr: Trace) -> None:
+        name_of = type(self).__name__
+        latent = guide_tr.latent_sites()
+        for name, site in model_tr.latent_sites().items():
+            if name not in latent and site.infer.get("enumerate") == "parallel":
+                raise SiteError(
+                    f"model site {name!r}: marked for enumeration and absent from the "
+                    f"guide, but {name_of} does not enumerate: it would draw the site "
+                    "from the prior and score it as if observed. Use "
+                    "TraceEnum_ELBO to sum it out, or sample it in the guide."
+                )
+
+    def _warn_unused_baselines(self, guide_tr: Trace) -> None:
+        name_of = type(self).__name__
+        for name, site in guide_tr.latent_sites().items():
+            if site.infer.get("baseline"):
+                warnings.warn(
+                    f"guide site {name!r}: has baseline options, which {name_of} "
+                    "ignores (only TraceGraph_ELBO uses baselines). Use "
+                    "TraceGraph_ELBO, or drop infer['baseline'].",
+                    JsviWarning,
+                    stacklevel=user_stacklevel(),
+                )
 
     def update_state(self, elbo_state: PyTree, stats: PyTree) -> PyTree:
         """Fold the particles' ``state_stats`` (leading particle axis) into state."""

@@ -11,8 +11,6 @@ May import: ``jsvi.infer._common``, ``jsvi.distributions`` (``kl`` included),
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,7 +19,6 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
-import jsvi
 from jsvi._typing import Array, ModelFn, PRNGKey, PyTree
 from jsvi.core.handlers import seed, substitute, trace
 from jsvi.core.runtime import Message
@@ -35,6 +32,7 @@ from jsvi.infer._common import (
     is_reparameterized,
     score_log_prob,
     score_term,
+    user_stacklevel,
     value_preserving,
 )
 
@@ -131,17 +129,6 @@ def guide_dependencies(
         start += count
         pairs.extend((names[i], names[j]) for j in sorted(deps) if j != i)
     return pairs
-
-
-def _user_stacklevel() -> int:
-    """``stacklevel`` of the first frame outside jsvi and jax (for warnings)."""
-    skip = tuple(
-        os.path.dirname(m.__file__) + os.sep for m in (jsvi, jax) if m.__file__
-    )
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 # ---------------------------------------------------------------------------
@@ -241,7 +228,7 @@ class TraceMeanField_ELBO(ELBO):
                 f"of {listed}. The estimator assumes independent guide sites and may "
                 "be biased; use Trace_ELBO or TraceGraph_ELBO for this guide.",
                 GuideDependencyWarning,
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
         return ()
 

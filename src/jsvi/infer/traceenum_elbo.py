@@ -264,6 +264,11 @@ class TraceEnum_ELBO(ELBO):
                 f"TraceEnum_ELBO: max_enum_size must be an int >= 1, got {s!r}."
             )
 
+    def check_traces(self, model_tr: Trace, guide_tr: Trace) -> None:
+        """As ``ELBO.check_traces``, but model sites marked for enumeration may be
+        absent from the guide (they are summed out)."""
+        self._warn_unused_baselines(guide_tr)
+
     def loss_and_aux(
         self,
         rng_key: PRNGKey,

@@ -16,12 +16,13 @@ import jax.numpy as jnp
 
 from jsvi._typing import Array, ModelFn, PRNGKey, PyTree
 from jsvi.core.runtime import CondIndepStackFrame, Message
-from jsvi.core.trace import Site
+from jsvi.core.trace import Site, Trace
 from jsvi.errors import JsviWarning, SiteError
 from jsvi.infer._common import (
     ELBO,
     ElboTerms,
     elbo_terms,
+    is_reparameterized,
     score_term,
     value_preserving,
 )
@@ -132,7 +133,13 @@ def _check_baseline_shape(name: str, baseline: Array, cost: Array) -> None:
 
 
 def _check_baselines(terms: ElboTerms) -> dict[str, BaselineSpec]:
-    for name, site in terms.model_tr.sample_sites().items():
+    return _baseline_specs(terms.model_tr, terms.guide_tr, terms.non_reparam)
+
+
+def _baseline_specs(
+    model_tr: Trace, guide_tr: Trace, non_reparam: Sequence[str]
+) -> dict[str, BaselineSpec]:
+    for name, site in model_tr.sample_sites().items():
         if site.infer.get("baseline"):
             raise SiteError(
                 f"model site {name!r}: has infer['baseline']. Baselines belong to "
@@ -140,11 +147,11 @@ def _check_baselines(terms: ElboTerms) -> dict[str, BaselineSpec]:
                 f"{name!r}."
             )
     specs = {}
-    for name, site in terms.guide_tr.latent_sites().items():
+    for name, site in guide_tr.latent_sites().items():
         spec = parse_baseline(name, site.infer.get("baseline"))
         if spec is None:
             continue
-        if name not in terms.non_reparam:
+        if name not in non_reparam:
             raise SiteError(
                 f"guide site {name!r}: has a baseline but is reparameterized, so its "
                 "gradient has no score-function term to reduce. Remove the baseline, "
@@ -207,6 +214,15 @@ class TraceGraph_ELBO(ELBO):
     """
 
     stick_the_landing: bool = False
+
+    def check_traces(self, model_tr: Trace, guide_tr: Trace) -> None:
+        """As ``ELBO.check_traces``, and every baseline option is well formed and
+        sits on a non-reparameterized guide site."""
+        self._check_not_enumerated(model_tr, guide_tr)
+        non_reparam = [
+            n for n, s in guide_tr.latent_sites().items() if not is_reparameterized(s)
+        ]
+        _baseline_specs(model_tr, guide_tr, non_reparam)
 
     def init_state(
         self,

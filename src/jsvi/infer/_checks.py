@@ -1,0 +1,311 @@
+"""Structural checks of a model/guide pair, run once before anything is compiled.
+
+Everything here reads shapes, dtypes, plates and constraints only, never array
+values, so it works on traced values too (``jax.vmap(jsvi.svi_init)``) and costs
+nothing at run time: ``svi_init`` and ``jsvi.validate`` call it, ``svi_update``
+does not.
+
+May import: ``jsvi.core``, ``jsvi.constraints``, ``jsvi.infer._common``,
+``jsvi._typing``, ``jsvi.errors``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jsvi import constraints
+from jsvi._typing import is_concrete, shape_of
+from jsvi.core.primitives import _Factor
+from jsvi.core.runtime import CondIndepStackFrame
+from jsvi.core.trace import Site, Trace
+from jsvi.distributions import (
+    Delta,
+    ExpandedDistribution,
+    Independent,
+    MaskedDistribution,
+    NonReparameterized,
+)
+from jsvi.errors import ArgumentError, ShapeError, SiteError, SupportError
+from jsvi.infer._common import unconstrain, validation_flags
+
+__all__ = ["check_traces", "is_internal", "value_checks"]
+
+
+def is_internal(name: str) -> bool:
+    """Whether a site name uses jsvi's reserved ``_jsvi/`` prefix."""
+    return name.startswith("_jsvi/")
+
+
+def check_traces(model_tr: Trace, guide_tr: Trace) -> None:
+    """The structural checks every estimator needs; raise on the first problem.
+
+    Assumes ``check_model_guide`` already passed (matching latent sites and value
+    shapes). Checks that every batch dim of every sample site belongs to a plate,
+    that observations have a usable dtype and their event shape, that a plate
+    means the same thing wherever it is used, that model and guide declare shared
+    params alike, and that each guide site's support lies inside the model's.
+
+    Raises:
+        ShapeError: a batch dim no plate accounts for; an obs whose rightmost dims
+            are not the event shape; one plate name with two sizes or dims; a
+            shared param with two shapes.
+        SiteError: a shared param with two constraints.
+        ArgumentError: an obs of a dtype the distribution cannot score.
+        SupportError: a guide site whose support is not inside the model's.
+    """
+    for role, tr in (("guide", guide_tr), ("model", model_tr)):
+        for name, site in tr.sample_sites().items():
+            if is_internal(name) or isinstance(site.fn, _Factor):
+                continue
+            _check_batch_dims(role, site)
+            if site.is_observed:
+                _check_obs(role, site)
+    _check_plates(model_tr, guide_tr)
+    _check_shared_params(model_tr, guide_tr)
+    _check_supports(model_tr, guide_tr)
+
+
+# ---------------------------------------------------------------------------
+# batch dims and plates
+
+
+def _plates_text(frames: tuple[CondIndepStackFrame, ...]) -> str:
+    vectorized = [f for f in reversed(frames) if f.vectorized]
+    if not vectorized:
+        return "it sits in no plate"
+    return "its plates: " + ", ".join(
+        f"{f.name!r} (size {f.subsample_size}) at dim {f.dim}" for f in vectorized
+    )
+
+
+def _check_batch_dims(role: str, site: Site) -> None:
+    batch_shape = tuple(site.fn.batch_shape)
+    plate_dims = {f.dim for f in site.cond_indep_stack if f.vectorized}
+    for i, size in enumerate(batch_shape):
+        dim = i - len(batch_shape)
+        if size == 1 or dim in plate_dims:
+            continue
+        raise ShapeError(
+            f"{role} site {site.name!r}: batch_shape {batch_shape} has size {size} at "
+            f"dim {dim}, but no plate declares that dim ({_plates_text(site.cond_indep_stack)}). "
+            f"If the {size} values are conditionally independent, wrap the site in "
+            f"`with jsvi.plate(name, {size}, dim={dim}):`; if they form one joint "
+            f"draw, make them event dims with .to_event({-dim})."
+        )
+
+
+def _check_obs(role: str, site: Site) -> None:
+    value, fn = site.value, site.fn
+    leaves = jax.tree.leaves(value)
+    if len(leaves) != 1:
+        return  # structured values: the distribution checks them itself
+    dtype = getattr(leaves[0], "dtype", None) or np.asarray(leaves[0]).dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+            or jnp.issubdtype(dtype, jnp.bool_)):
+        raise ArgumentError(
+            f"{role} site {site.name!r}: obs has dtype {dtype}, which "
+            f"{type(fn).__name__} cannot score. Pass a real, integer or boolean "
+            "array (e.g. jnp.asarray(y, jnp.int32) for counts and class labels)."
+        )
+    support = getattr(fn, "support", None)
+    if getattr(support, "is_discrete", False) and jnp.issubdtype(dtype, jnp.floating):
+        if is_concrete(leaves[0]):
+            arr = np.asarray(leaves[0])
+            if arr.size and not np.all(np.isnan(arr) | (arr == np.round(arr))):
+                raise SupportError(
+                    f"{role} site {site.name!r}: obs has non-integer values (dtype "
+                    f"{dtype}, e.g. {arr[arr != np.round(arr)].flat[0]}), but "
+                    f"{type(fn).__name__} has support {support!r}. Observe whole "
+                    "numbers, ideally as an integer array."
+                )
+    event_shape = tuple(fn.event_shape)
+    shape = shape_of(value)
+    if event_shape and shape[len(shape) - len(event_shape):] != event_shape:
+        raise ShapeError(
+            f"{role} site {site.name!r}: obs has shape {shape}, but its rightmost "
+            f"dims must be the event_shape {event_shape} of {type(fn).__name__}. "
+            "Reshape the data, or check which dims the distribution treats as one event."
+        )
+
+
+def _plate_uses(tr: Trace) -> Iterator[tuple[str, CondIndepStackFrame]]:
+    for name, site in tr.items():
+        for f in site.cond_indep_stack:
+            yield name, f
+
+
+def _check_plates(model_tr: Trace, guide_tr: Trace) -> None:
+    seen: dict[str, tuple[str, str, CondIndepStackFrame]] = {}
+    for role, tr in (("guide", guide_tr), ("model", model_tr)):
+        for site_name, f in _plate_uses(tr):
+            old = seen.setdefault(f.name, (role, site_name, f))
+            o_role, o_site, g = old
+            same = (g.size, g.subsample_size) == (f.size, f.subsample_size) and (
+                g.dim == f.dim or g.dim is None or f.dim is None
+            )
+            if not same:
+                raise ShapeError(
+                    f"plate {f.name!r}: the {role} uses it at site {site_name!r} with "
+                    f"{_frame_text(f)}, but the {o_role} at site {o_site!r} with "
+                    f"{_frame_text(g)}. A plate names one independent dimension: use "
+                    "the same size, subsample_size and dim everywhere (or give the "
+                    "second plate its own name)."
+                )
+
+
+def _frame_text(f: CondIndepStackFrame) -> str:
+    where = f"dim {f.dim}" if f.vectorized else "sequentially"
+    return f"size {f.size}, subsample_size {f.subsample_size}, {where}"
+
+
+# ---------------------------------------------------------------------------
+# params shared by model and guide
+
+
+def _param_shapes(site: Site) -> tuple[Any, ...]:
+    leaves, treedef = jax.tree.flatten(site.value)
+    return treedef, tuple(shape_of(v) for v in leaves)
+
+
+def _check_shared_params(model_tr: Trace, guide_tr: Trace) -> None:
+    guide_params = guide_tr.param_sites()
+    for name, m_site in model_tr.param_sites().items():
+        g_site = guide_params.get(name)
+        if g_site is None:
+            continue
+        if m_site.constraint != g_site.constraint:
+            raise SiteError(
+                f"param {name!r}: declared with constraint {g_site.constraint!r} in "
+                f"the guide but {m_site.constraint!r} in the model. A shared param has "
+                "one constraint: declare it alike in both, or rename one."
+            )
+        if _param_shapes(m_site) != _param_shapes(g_site):
+            raise ShapeError(
+                f"param {name!r}: the guide's init has shape "
+                f"{_param_shapes(g_site)[1]} but the model's {_param_shapes(m_site)[1]}. "
+                "A shared param has one shape: declare it alike in both, or rename one."
+            )
+
+
+# ---------------------------------------------------------------------------
+# supports of latent sites
+
+
+def _bounds(c: Any) -> tuple[float, float, bool] | None:
+    """``(low, high, discrete)`` of a scalar support known here, else ``None``."""
+    if isinstance(c, constraints._Independent):
+        return _bounds(c.base_constraint)
+    table = {
+        constraints._Real: (-math.inf, math.inf),
+        constraints._Positive: (0.0, math.inf),
+        constraints._Nonnegative: (0.0, math.inf),
+        constraints._UnitInterval: (0.0, 1.0),
+        constraints._Boolean: (0.0, 1.0),
+        constraints._NonnegativeInteger: (0.0, math.inf),
+        constraints._PositiveInteger: (1.0, math.inf),
+    }
+    if type(c) in table:
+        low, high = table[type(c)]
+        return low, high, c.is_discrete
+    fields = {
+        constraints._GreaterThan: ("lower_bound", None),
+        constraints._LessThan: (None, "upper_bound"),
+        constraints._Interval: ("lower_bound", "upper_bound"),
+        constraints._IntegerGreaterThan: ("lower_bound", None),
+        constraints._IntegerInterval: ("lower_bound", "upper_bound"),
+    }
+    names = fields.get(type(c))
+    if names is None:
+        return None
+    out = []
+    for field, default in zip(names, (-math.inf, math.inf), strict=True):
+        value = default if field is None else getattr(c, field, None)
+        if isinstance(value, (int, float)):
+            out.append(float(value))
+        else:
+            return None  # array bounds: not compared here
+    return out[0], out[1], c.is_discrete
+
+
+def _is_point_mass(fn: Any) -> bool:
+    """Delta guides put their mass wherever their value is (e.g. a constrained param)."""
+    while isinstance(
+        fn, (Independent, ExpandedDistribution, MaskedDistribution, NonReparameterized)
+    ):
+        fn = fn.base_dist
+    return isinstance(fn, Delta)
+
+
+def _check_supports(model_tr: Trace, guide_tr: Trace) -> None:
+    model_samples = model_tr.sample_sites()
+    for name, g_site in guide_tr.latent_sites().items():
+        m_site = model_samples.get(name)
+        if m_site is None or is_internal(name) or _is_point_mass(g_site.fn):
+            continue
+        g_sup = getattr(g_site.fn, "support", None)
+        m_sup = getattr(m_site.fn, "support", None)
+        g, m = _bounds(g_sup), _bounds(m_sup)
+        if g is None or m is None:
+            continue
+        if g[2] != m[2] or g[0] < m[0] or g[1] > m[1]:
+            kinds = ("discrete", "continuous")
+            raise SupportError(
+                f"guide site {name!r}: the guide draws from {type(g_site.fn).__name__} "
+                f"with support {g_sup!r} ({kinds[not g[2]]}), which is not inside the "
+                f"model's support {m_sup!r} ({kinds[not m[2]]}) for "
+                f"{type(m_site.fn).__name__}; the model's log-density would be -inf or "
+                "undefined at some draws. Use a guide family with the model's support "
+                "(e.g. LogNormal or a TransformedDistribution with "
+                "jsvi.transforms.biject_to(support) for a constrained site)."
+            )
+
+
+# ---------------------------------------------------------------------------
+# value checks (evaluated where values are concrete)
+
+
+def _all(flags: list[Any]) -> Any:
+    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
+def value_checks(model_tr: Trace, guide_tr: Trace) -> list[tuple[str, Any]]:
+    """``(message, ok)`` pairs, ``ok`` a boolean scalar array, in check order.
+
+    Every param's init lies inside its constraint and maps to a finite
+    unconstrained value; every validated distribution's arguments, and every
+    observation, lie in their supports. Messages read
+    ``<where>: <what is wrong>. <how to fix it>`` without the final period.
+    """
+    checks: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for tr in (guide_tr, model_tr):
+        for name, site in tr.param_sites().items():
+            if name in seen:
+                continue
+            seen.add(name)
+            leaves = jax.tree.leaves(site.value)
+            checks.append((
+                f"param {name!r}: init value lies outside its constraint "
+                f"{site.constraint!r}. Give an init_value inside the constraint",
+                _all([jnp.all(site.constraint.check(v)) for v in leaves]),
+            ))
+            unconstrained = jax.tree.leaves(unconstrain(site.value, site.constraint))
+            checks.append((
+                f"param {name!r}: init value is not finite in unconstrained space (NaN, "
+                f"inf, or on the boundary of {site.constraint!r}). Give a finite "
+                "init_value strictly inside the constraint",
+                _all([jnp.all(jnp.isfinite(u)) for u in unconstrained]),
+            ))
+    for where, ok in validation_flags((guide_tr, model_tr)).items():
+        checks.append((
+            f"{where} violates its constraint (distribution validation is on). Fix "
+            "the value, or pass validate_args=False to the distribution",
+            ok,
+        ))
+    return checks
