@@ -15,6 +15,7 @@ from jsvi import (
     transforms,
 )
 from jsvi.arviz import to_arviz
+from jsvi.checking import ValidationReport, validate
 from jsvi.checkpoint import load_state, save_state
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
@@ -47,6 +48,7 @@ __all__ = [
     "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "ValidationReport",
     "autoguide",
     "config_enumerate",
     "constraints",
@@ -75,4 +77,5 @@ __all__ = [
     "testing",
     "to_arviz",
     "transforms",
+    "validate",
 ]

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jsvi import errors
 from jsvi._typing import Array, ModelFn, Params, PRNGKey, PyTree, is_concrete
 from jsvi.core.handlers import as_key
-from jsvi.errors import ArgumentError, SupportError
+from jsvi.errors import ArgumentError
 from jsvi.infer._checks import check_traces, value_checks
 from jsvi.infer._common import (
     ELBO,
@@ -241,7 +242,10 @@ def _init_impl(svi: SVI, static: _Static, rng_key: PRNGKey, dynamic: list):
         svi.loss.check_traces(model_tr, guide_tr)
         checks = value_checks(model_tr, guide_tr)
     # jit returns dicts with sorted keys: number them to keep the order of checks.
-    flags = {f"{i:06d}|{message}": ok for i, (message, ok) in enumerate(checks)}
+    flags = {
+        f"{i:06d}|{cls.__name__}|{message}": ok
+        for i, (cls, message, ok) in enumerate(checks)
+    }
     param_fn = unconstrained_param_fn(params)
     elbo_state = svi.loss.init_state(state_key, param_fn, svi.model, svi.guide, args, kwargs)
     if svi.validate:
@@ -268,11 +272,13 @@ _init_jit = jax.jit(_init_impl, static_argnums=(0, 1))
 
 
 def _raise_failed(flags: Mapping[str, Array], where: str) -> None:
+    """Raise the first failed value check (keys: ``index|error class|message``)."""
     if not all(is_concrete(v) for v in flags.values()):
         return  # traced (e.g. svi_init under vmap): value checks need concrete values
     for key in sorted(flags):
         if not bool(flags[key]):
-            raise SupportError(f"{where}: {key.split('|', 1)[1]}.")
+            _, cls_name, message = key.split("|", 2)
+            raise getattr(errors, cls_name)(f"{where}: {message}.")
 
 
 def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
@@ -302,6 +308,7 @@ def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
 
     Raises:
         SupportError: a param init or an observation is outside its support.
+        NonFiniteError: a log-density is not finite at the init point.
         ModelGuideMismatchError, ShapeError, SiteError: malformed model or guide.
     """
     key = as_key(rng_key, "svi_init")

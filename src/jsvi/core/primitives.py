@@ -31,6 +31,16 @@ def _missing_key(kind: str, name: str) -> MissingRNGKeyError:
     )
 
 
+def _check_name(kind: str, name: Any) -> None:
+    if not isinstance(name, str):
+        raise ArgumentError(f"{kind}: name must be a str, got {name!r}.")
+    if name.startswith("_jsvi/"):
+        raise ArgumentError(
+            f"{kind} site {name!r}: names starting with '_jsvi/' are reserved for "
+            "jsvi's internal sites. Rename the site."
+        )
+
+
 def _draw(msg: Message) -> Array:
     if msg.rng_key is None:
         raise _missing_key("sample", msg.name)
@@ -96,8 +106,7 @@ def sample(
         >>> handlers.seed(model, rng_key=0)().shape
         ()
     """
-    if not isinstance(name, str):
-        raise ArgumentError(f"sample: name must be a str, got {name!r}.")
+    _check_name("sample", name)
     if not all(hasattr(fn, a) for a in ("sample", "log_prob", "batch_shape")):
         raise ArgumentError(
             f"sample site {name!r}: fn must be a distribution, got "
@@ -158,8 +167,7 @@ def param(
         >>> float(jsvi.param("s", 2.0, constraint=constraints.positive))
         2.0
     """
-    if not isinstance(name, str):
-        raise ArgumentError(f"param: name must be a str, got {name!r}.")
+    _check_name("param", name)
     if constraint is None:
         from jsvi.constraints import real as constraint  # noqa: PLC0415
     msg = Message(
@@ -181,6 +189,7 @@ def deterministic(name: str, value: ArrayLike) -> Array:
         >>> float(jsvi.deterministic("twice", 2.0 * 3.0))
         6.0
     """
+    _check_name("deterministic", name)
     msg = Message(kind="deterministic", name=name, value=value)
     return apply_stack(msg).value
 
@@ -323,7 +332,10 @@ def _broadcast_site(msg: Message, frame: CondIndepStackFrame) -> None:
             f"with .to_event(n), or move {msg.name!r} outside the plate."
         )
     batch_shape[frame.dim] = frame.subsample_size
-    msg.fn = msg.fn.expand(tuple(batch_shape))
+    # Distributions that can expand lazily keep their parameters' shapes and
+    # broadcast log-densities instead (no per-element work repeated over the plate).
+    expand = getattr(msg.fn, "_expand_lazily", None) or msg.fn.expand
+    msg.fn = expand(tuple(batch_shape))
 
 
 class _PlateFrame(Handler):
@@ -396,6 +408,7 @@ class plate:
         dim: int | None = None,
         subsample: ArrayLike | None = None,
     ):
+        _check_name("plate", name)
         size = _as_int(size, f"plate {name!r}: size")
         if size < 1:
             raise ArgumentError(f"plate {name!r}: size must be >= 1, got {size}.")
@@ -417,8 +430,9 @@ class plate:
         subsample_size = _as_int(subsample_size, f"plate {name!r}: subsample_size")
         if not 1 <= subsample_size <= size:
             raise ArgumentError(
-                f"plate {name!r}: subsample_size must be in [1, {size}], got "
-                f"{subsample_size}."
+                f"plate {name!r}: subsample_size must be in [1, {size}] (the plate's "
+                f"size), got {subsample_size}. Draw at most {size} elements, or leave "
+                "subsample_size out to use them all."
             )
         if dim is not None and (not isinstance(dim, int) or dim >= 0):
             raise ArgumentError(

@@ -256,13 +256,38 @@ def _estimator_label(site: Site) -> str:
     return "pathwise" if getattr(site.fn, "has_rsample", False) else "score-function"
 
 
+def _dist_name(fn: Any) -> str:
+    """``Normal.to_event(1)`` rather than ``Independent``: unwrap jsvi's wrappers
+    (read by class name and attributes: ``core`` does not import distributions)."""
+    kind = type(fn).__name__
+    base = getattr(fn, "base_dist", None)
+    if base is None:
+        return kind.lstrip("_")
+    inner = _dist_name(base)
+    if kind == "Independent":
+        return f"{inner}.to_event({fn.reinterpreted_batch_ndims})"
+    if kind == "ExpandedDistribution":
+        return inner  # the batch column shows the expanded shape
+    if kind == "MaskedDistribution":
+        return f"{inner}.mask"
+    return f"{kind}({inner})"
+
+
 def format_shapes(trace: Trace) -> str:
     """Render a table of the trace's sites: distribution, shapes, plates, treatment.
 
     Columns: site name, kind/distribution, batch shape, event shape, value shape,
-    plates (name@dim), observed, and the gradient estimator a latent site gets.
+    plates (``name@dim``, or ``name[i]`` for an iteration of a sequential plate),
+    observed, reparameterized (``rsample``), marked for enumeration (``enum``), and
+    the gradient estimator a latent site gets: ``pathwise`` (reparameterized),
+    ``score-function`` (the surrogate ``log q * stop_gradient(cost)``; Rao-Blackwellized
+    downstream costs under ``TraceGraph_ELBO``) or ``enumerated`` (summed exactly by
+    ``TraceEnum_ELBO``). Observed sites show ``-``.
     """
-    rows = [("site", "dist", "batch", "event", "value", "plates", "obs", "estimator")]
+    rows = [
+        ("site", "dist", "batch", "event", "value", "plates", "obs", "rsample", "enum",
+         "estimator")
+    ]
     for name, site in trace.items():
         if site.kind == "sample":
             plates = " ".join(
@@ -272,12 +297,14 @@ def format_shapes(trace: Trace) -> str:
             rows.append(
                 (
                     name,
-                    type(site.fn).__name__.lstrip("_"),
+                    _dist_name(site.fn),
                     str(tuple(site.fn.batch_shape)),
                     str(tuple(site.fn.event_shape)),
                     str(shape_of(site.value)),
                     plates or "-",
                     "yes" if site.is_observed else "no",
+                    "yes" if getattr(site.fn, "has_rsample", False) else "no",
+                    "yes" if site.infer.get("enumerate") == "parallel" else "no",
                     _estimator_label(site),
                 )
             )
@@ -285,12 +312,14 @@ def format_shapes(trace: Trace) -> str:
             shapes = [shape_of(v) for v in _leaves(site.value)]
             shape = str(shapes[0]) if len(shapes) == 1 else f"pytree({len(shapes)})"
             rows.append(
-                (name, f"param:{site.constraint!r}", "-", "-", shape, "-", "-", "-")
+                (name, f"param:{site.constraint!r}", "-", "-", shape, "-", "-", "-",
+                 "-", "-")
             )
         elif site.kind == "plate":
             size, subsample_size = site.args
             rows.append(
-                (name, "plate", "-", "-", f"({subsample_size},) of {size}", "-", "-", "-")
+                (name, "plate", "-", "-", f"({subsample_size},) of {size}", "-", "-",
+                 "-", "-", "-")
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -23,7 +23,7 @@ from jsvi import constraints
 from jsvi._typing import is_concrete, shape_of
 from jsvi.core.primitives import _Factor
 from jsvi.core.runtime import CondIndepStackFrame
-from jsvi.core.trace import Site, Trace
+from jsvi.core.trace import Site, Trace, site_log_prob
 from jsvi.distributions import (
     Delta,
     ExpandedDistribution,
@@ -31,7 +31,14 @@ from jsvi.distributions import (
     MaskedDistribution,
     NonReparameterized,
 )
-from jsvi.errors import ArgumentError, ShapeError, SiteError, SupportError
+from jsvi.errors import (
+    ArgumentError,
+    JsviError,
+    NonFiniteError,
+    ShapeError,
+    SiteError,
+    SupportError,
+)
 from jsvi.infer._common import unconstrain, validation_flags
 
 __all__ = ["check_traces", "is_internal", "value_checks"]
@@ -132,6 +139,17 @@ def _check_obs(role: str, site: Site) -> None:
             f"dims must be the event_shape {event_shape} of {type(fn).__name__}. "
             "Reshape the data, or check which dims the distribution treats as one event."
         )
+    batch_ndim = len(shape) - len(event_shape)
+    for f in site.cond_indep_stack:
+        if f.vectorized and shape and batch_ndim < -f.dim:
+            raise ShapeError(
+                f"{role} site {site.name!r}: obs has shape {shape}, which has no dim "
+                f"for plate {f.name!r} (size {f.subsample_size}, dim {f.dim}) once the "
+                f"event_shape {event_shape} is taken off the right: the observation "
+                f"would be broadcast and counted {f.subsample_size} times. If the "
+                "rightmost data dim is the plate's, the distribution has too many event "
+                "dims (drop a .to_event); otherwise give obs that dim."
+            )
 
 
 def _plate_uses(tr: Trace) -> Iterator[tuple[str, CondIndepStackFrame]]:
@@ -274,15 +292,19 @@ def _all(flags: list[Any]) -> Any:
     return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
 
 
-def value_checks(model_tr: Trace, guide_tr: Trace) -> list[tuple[str, Any]]:
-    """``(message, ok)`` pairs, ``ok`` a boolean scalar array, in check order.
+def value_checks(
+    model_tr: Trace, guide_tr: Trace
+) -> list[tuple[type[JsviError], str, Any]]:
+    """``(error_class, message, ok)`` triples, ``ok`` a boolean scalar array, in
+    check order.
 
     Every param's init lies inside its constraint and maps to a finite
     unconstrained value; every validated distribution's arguments, and every
-    observation, lie in their supports. Messages read
-    ``<where>: <what is wrong>. <how to fix it>`` without the final period.
+    observation, lie in their supports; every site's log-density is finite at the
+    point checked. Messages read ``<where>: <what is wrong>. <how to fix it>``
+    without the final period.
     """
-    checks: list[tuple[str, Any]] = []
+    checks: list[tuple[type[JsviError], str, Any]] = []
     seen: set[str] = set()
     for tr in (guide_tr, model_tr):
         for name, site in tr.param_sites().items():
@@ -291,12 +313,14 @@ def value_checks(model_tr: Trace, guide_tr: Trace) -> list[tuple[str, Any]]:
             seen.add(name)
             leaves = jax.tree.leaves(site.value)
             checks.append((
+                SupportError,
                 f"param {name!r}: init value lies outside its constraint "
                 f"{site.constraint!r}. Give an init_value inside the constraint",
                 _all([jnp.all(site.constraint.check(v)) for v in leaves]),
             ))
             unconstrained = jax.tree.leaves(unconstrain(site.value, site.constraint))
             checks.append((
+                SupportError,
                 f"param {name!r}: init value is not finite in unconstrained space (NaN, "
                 f"inf, or on the boundary of {site.constraint!r}). Give a finite "
                 "init_value strictly inside the constraint",
@@ -304,8 +328,21 @@ def value_checks(model_tr: Trace, guide_tr: Trace) -> list[tuple[str, Any]]:
             ))
     for where, ok in validation_flags((guide_tr, model_tr)).items():
         checks.append((
+            SupportError,
             f"{where} violates its constraint (distribution validation is on). Fix "
             "the value, or pass validate_args=False to the distribution",
             ok,
         ))
+    for role, tr in (("guide", guide_tr), ("model", model_tr)):
+        for name, site in tr.sample_sites().items():
+            if is_internal(name):
+                continue
+            checks.append((
+                NonFiniteError,
+                f"{role} site {name!r}: log-density is not finite at the point "
+                "checked (params at their init values, latent sites at a fixed point "
+                "of their support). Check the distribution's arguments there, and that "
+                "the guide proposes only values inside the model's support",
+                jnp.all(jnp.isfinite(site_log_prob(site))),
+            ))
     return checks

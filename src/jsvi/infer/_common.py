@@ -22,6 +22,7 @@ from jsvi._typing import Array, ModelFn, Params, PRNGKey, PyTree, shape_of
 from jsvi.core.handlers import as_key, replay, seed, substitute, trace
 from jsvi.core.runtime import Handler, Message
 from jsvi.core.trace import Site, Trace, site_log_prob
+from jsvi.distributions import ExpandedDistribution
 from jsvi.errors import (
     ArgumentError,
     JsviWarning,
@@ -119,7 +120,10 @@ class feasible_draws(Handler):
         if msg.kind == "sample":
             shape = tuple(msg.fn.batch_shape) + tuple(msg.fn.event_shape)
             support = getattr(msg.fn, "support", None)
-            point = getattr(msg.fn, "v", None)  # a Delta: its own point
+            base = msg.fn
+            while isinstance(base, ExpandedDistribution):  # a plate expanded it
+                base = base.base_dist
+            point = getattr(base, "v", None)  # a Delta: its own point
             if point is not None:
                 msg.value = jnp.broadcast_to(point, shape)
             elif support is not None:
@@ -156,10 +160,37 @@ def get_traces(
     )
     model_key = jax.random.fold_in(rng_key, MODEL_KEY_OFFSET)
     model_tr = trace(
-        replay(seed(substitute(model, substitute_fn=param_fn), model_key), guide_tr)
+        _replayed_shapes(
+            replay(seed(substitute(model, substitute_fn=param_fn), model_key), guide_tr),
+            guide_tr,
+        )
     ).get_trace(*args, **kwargs)
     check_model_guide(model_tr, guide_tr)
     return model_tr, guide_tr
+
+
+class _replayed_shapes(Handler):
+    """Compare each replayed guide value with the model site's shape as it arrives.
+
+    ``check_model_guide`` compares them too, but only once the model has finished;
+    a wrong shape usually breaks a later site first, with a message about that
+    site. Checking here names the site where the guide and model disagree.
+    Guide-enumerated values carry extra dims and are not compared.
+    """
+
+    def __init__(self, fn: ModelFn, guide_tr: Trace):
+        super().__init__(fn)
+        self.guide_tr = guide_tr
+
+    def process(self, msg: Message) -> None:
+        if msg.kind != "sample" or msg.is_observed:
+            return
+        g_site = self.guide_tr.get(msg.name)
+        if g_site is None or g_site.kind != "sample" or g_site.is_observed:
+            return
+        if g_site.infer.get("enumerate") == "parallel":
+            return
+        _check_value_shape(msg.name, msg.fn, g_site.value)
 
 
 def check_model_guide(
@@ -198,17 +229,17 @@ def check_model_guide(
                 "not sample it. Remove it from the guide."
             )
         if check_shapes:
-            _check_value_shape(m_site, g_site)
+            _check_value_shape(name, m_site.fn, g_site.value)
 
 
-def _check_value_shape(m_site: Site, g_site: Site) -> None:
-    expected = tuple(m_site.fn.batch_shape) + tuple(m_site.fn.event_shape)
-    got = shape_of(g_site.value)
+def _check_value_shape(name: str, fn: Any, value: Any) -> None:
+    expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    got = shape_of(value)
     if got != expected:
         raise ShapeError(
-            f"sample site {m_site.name!r}: the guide draws values of shape {got}, but "
-            f"the model's distribution has batch_shape {tuple(m_site.fn.batch_shape)} "
-            f"and event_shape {tuple(m_site.fn.event_shape)} (value shape {expected}). "
+            f"sample site {name!r}: the guide draws values of shape {got}, but "
+            f"the model's distribution has batch_shape {tuple(fn.batch_shape)} "
+            f"and event_shape {tuple(fn.event_shape)} (value shape {expected}). "
             "Make the two agree: use the same plates in model and guide, and "
             ".expand(...)/.to_event(n) where a site holds several values."
         )

@@ -1,0 +1,110 @@
+"""What the model/guide checks cost: nothing in ``svi_update``, a little in ``svi_init``.
+
+For the coin and a 50,000 x 20 Bayesian logistic regression, two ``SVI`` objects
+differ only in ``validate`` (True: ``svi_init`` runs every check of
+``jsvi.validate``; False: none). Reported, side by side in one run:
+
+- whether the compiled ``svi_update`` programs are identical (their optimized HLO
+  text, compared after removing the module name);
+- steady-state per-step time of each, interleaved, and their ratio;
+- ``svi_init`` time (compile included) with and without the checks, and the time of
+  ``jsvi.validate`` on its own.
+
+Results go to ``results/validation_cost-<device>.json``.
+
+Usage: ``python benchmarks/validation_cost.py [--smoke] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _harness import context, interleaved, write
+from core_step import coin_guide, coin_model, logreg_guide, logreg_model
+
+import jsvi
+from jsvi.svi import _split_args, _update_jit
+
+
+def _hlo(svi: jsvi.SVI, state: jsvi.SVIState, data: tuple) -> str:
+    dynamic, static = _split_args(data, {}, "bench")
+    text = _update_jit.lower(svi, static, state, dynamic, False).compile().as_text()
+    # Compare instructions only: drop source locations (they name the call site).
+    text = re.sub(r", metadata=\{[^}]*\}", "", text)
+    lines = [ln for ln in text.splitlines() if not re.match(r"^\d+ \{", ln)]
+    return re.sub(r"HloModule \S+", "HloModule m", "\n".join(lines))
+
+
+def _timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - t0, out
+
+
+def bench(name: str, model, guide, data: tuple, blocks: int, calls: int) -> dict:
+    svis = {
+        flag: jsvi.SVI(model, guide, optax.adam(1e-3), jsvi.Trace_ELBO(), validate=flag)
+        for flag in (True, False)
+    }
+    # svi_init on a fresh SVI each: each pays its own compile, as a user would.
+    init_s, states = {}, {}
+    for flag in (False, True):
+        init_s[flag], states[flag] = _timed(
+            lambda f=flag: jsvi.svi_init(svis[f], jax.random.key(0), *data)
+        )
+    validate_s, _ = _timed(lambda: jsvi.validate(model, guide, *data, loss=jsvi.Trace_ELBO()))
+    same_hlo = _hlo(svis[True], states[True], data) == _hlo(svis[False], states[False], data)
+    box = dict(states)
+
+    def runner(flag):
+        def run():
+            box[flag], loss = jsvi.svi_update(svis[flag], box[flag], *data)
+            return loss
+
+        return run
+
+    stats = interleaved(
+        {"checked": runner(True), "unchecked": runner(False)}, blocks=blocks, calls=calls
+    )
+    return {
+        "workload": name,
+        "identical_update_hlo": same_hlo,
+        "steady": stats,
+        "update_ratio_median": stats["checked"]["median_s"] / stats["unchecked"]["median_s"],
+        "svi_init_s": {"checked": init_s[True], "unchecked": init_s[False]},
+        "validate_s": validate_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
+    parser.add_argument("--out", default=None, help="results directory")
+    opts = parser.parse_args()
+    n, blocks, calls = (2_000, 2, 5) if opts.smoke else (50_000, 10, 20)
+    coin = (jnp.array([1.0] * 6 + [0.0] * 4),)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, 20)), jnp.float32)
+    y = jnp.asarray(rng.random(n) < 0.5, jnp.float32)
+    rows = [
+        bench("coin", coin_model, coin_guide, coin, blocks, calls),
+        bench(f"logreg {n}x20", logreg_model, logreg_guide, (x, y), blocks, calls),
+    ]
+    print(f"{'workload':<18}{'same HLO':>9}{'step ratio':>12}{'init on (s)':>13}"
+          f"{'init off (s)':>14}{'validate (s)':>14}")
+    for r in rows:
+        print(f"{r['workload']:<18}{str(r['identical_update_hlo']):>9}"
+              f"{r['update_ratio_median']:>12.3f}{r['svi_init_s']['checked']:>13.3f}"
+              f"{r['svi_init_s']['unchecked']:>14.3f}{r['validate_s']:>14.3f}")
+    path = write("validation_cost", {"context": context(), "rows": rows}, opts.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
