@@ -37,7 +37,7 @@ def test_public_surface_matches_api():
                  "get_params", "per_param", "Trace_ELBO", "TraceGraph_ELBO", "TraceEnum_ELBO",
                  "TraceMeanField_ELBO", "kl_divergence", "save_state", "load_state", "diagnostics",
                  "Predictive", "autoguide", "nn", "to_arviz", "enable_validation", "handlers",
-                 "constraints", "distributions", "errors", "format_shapes"]:
+                 "constraints", "distributions", "errors", "format_shapes", "validate"]:
         assert name in jsvi.__all__ and hasattr(jsvi, name), name
     for name in ["seed", "trace", "replay", "substitute", "condition", "block", "scale", "mask"]:
         assert hasattr(jsvi.handlers, name), name

@@ -25,7 +25,9 @@ class DistributionLike(Protocol):
     """What the effect-handler core needs from a distribution.
 
     ``core`` never imports ``jsvi.distributions``; anything with these members can be
-    used at a sample site.
+    used at a sample site. Plates expand a site with its ``_expand_lazily(batch_shape)``
+    method when it has one (jsvi distributions do: it broadcasts log-densities
+    rather than parameters), and with ``expand`` otherwise.
     """
 
     @property

@@ -45,11 +45,30 @@ __all__ = [
 
 
 @jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class ParamConstraints:
-    """Static (leafless) record of each parameter's constraint, kept in the state."""
+    """Static (leafless) record of each parameter's constraint, kept in the state.
+
+    ``jit`` hashes and compares it on every call (it is part of the state's tree
+    structure), so the hash is computed once and equality tries identity first.
+    """
 
     items: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.items))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return (
+            isinstance(other, ParamConstraints)
+            and hash(self) == hash(other)
+            and self.items == other.items
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.items)
@@ -127,12 +146,28 @@ class SVI:
             )
         check_signatures(self.model, self.guide)
         try:
-            hash(self)
+            fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+            object.__setattr__(self, "_hash", hash(fields))
         except TypeError as e:
             raise ArgumentError(
                 f"SVI: model, guide, optimizer and loss must be hashable ({e}). Wrap "
                 "array-holding objects in a function."
             ) from None
+
+    # jit hashes and compares its static arguments on every call: hash once, and
+    # try identity before comparing fields.
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(
+            getattr(self, f.name) == getattr(other, f.name)
+            for f in dataclasses.fields(self)
+        )
 
     def init(self, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
         """Same as ``jsvi.svi_init(self, ...)``."""
@@ -182,9 +217,29 @@ def _all_arrays(num_args: int) -> _Static:
     return _Static(treedef, (), num_args)
 
 
+# Python scalars that stay static (plate sizes, batch sizes, flags, names).
+_STATIC_SCALARS = frozenset({int, bool, str})
+
+
+@functools.lru_cache(maxsize=256)
+def _arrays_and_scalars(num_args: int, static: tuple[tuple[int, type, Any], ...]) -> _Static:
+    treedef = jax.tree.structure((tuple(range(num_args)), {}))
+    return _Static(treedef, tuple((i, v) for i, _, v in static), num_args)
+
+
 def _split_args(args: tuple, kwargs: Mapping[str, Any], where: str) -> tuple[list, _Static]:
-    if not kwargs and all(type(a) in _ARRAY_TYPES for a in args):
-        return list(args), _all_arrays(len(args))  # the common case, fast
+    if not kwargs:
+        types = [type(a) for a in args]
+        if all(t in _ARRAY_TYPES for t in types):
+            return list(args), _all_arrays(len(args))  # the common case, fast
+        if all(t in _ARRAY_TYPES or t in _STATIC_SCALARS for t in types):
+            # Arrays and static scalars (e.g. a minibatch size): no tree flattening.
+            # The type is part of the cache key, so 1 and True stay distinct.
+            static = tuple(
+                (i, t, a) for i, (t, a) in enumerate(zip(types, args)) if t in _STATIC_SCALARS
+            )
+            dynamic = [a for t, a in zip(types, args) if t in _ARRAY_TYPES]
+            return dynamic, _arrays_and_scalars(len(args), static)
     leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
     dynamic, static = [], []
     for i, leaf in enumerate(leaves):

@@ -33,6 +33,28 @@ def test_auto_dims_nest_from_the_right_and_broadcast():
     assert frames == {"outer": -1, "inner": -2}
 
 
+def test_plates_expand_sites_without_broadcasting_parameters():
+    loc = jnp.array([0.0, 1.0, 2.0])
+
+    def f():
+        with jsvi.plate("outer", 3), jsvi.plate("inner", 4):
+            jsvi.sample("z", dist.Normal(loc, 2.0))
+            jsvi.sample("c", dist.Categorical(jnp.array([0.2, 0.8])))
+
+    tr = get_trace(f)
+    z, c = tr["z"].fn, tr["c"].fn
+    assert isinstance(z, dist.ExpandedDistribution)
+    assert (z.batch_shape, z.base_dist.loc.shape) == ((4, 3), (1, 3))
+    assert (c.batch_shape, c.base_dist.probs.shape) == ((4, 3), (1, 1, 2))
+    eager = dist.Normal(loc, 2.0).expand((4, 3))
+    key = jax.random.key(1)
+    np.testing.assert_array_equal(z.sample(key), eager.sample(key))
+    np.testing.assert_allclose(
+        z.log_prob(tr["z"].value), eager.log_prob(tr["z"].value), rtol=1e-6
+    )
+    assert c.log_prob(tr["c"].value).shape == (4, 3)
+
+
 def test_explicit_dim_and_conflict():
     def f():
         with jsvi.plate("a", 2, dim=-2):

@@ -117,6 +117,22 @@ def test_value_broadcasts_against_batch_shape_eagerly():
     assert lp.shape == (4, 2, 2, 3)
 
 
+def test_normal_family_log_prob_is_finite_for_tiny_scales():
+    # log(scale), not log(scale**2): scale**2 underflows to 0 in float32.
+    scale = f32([1e-25, 1e-30])
+    lp = jax.jit(
+        lambda s: (
+            dist.Normal(0.0, s).log_prob(0.0),
+            dist.LogNormal(0.0, s).log_prob(1.0),
+            dist.HalfNormal(s).log_prob(0.0),
+        )
+    )(scale)
+    expected = -np.log(np.float64(scale)) - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(lp[0], expected, rtol=RTOL)
+    np.testing.assert_allclose(lp[1], expected, rtol=RTOL)
+    np.testing.assert_allclose(lp[2], expected + np.log(2.0), rtol=RTOL)
+
+
 def test_enumerated_values_broadcast_for_discrete_families():
     for d in [
         dist.Bernoulli(probs=P * B / 3),

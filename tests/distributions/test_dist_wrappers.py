@@ -15,6 +15,7 @@ import scipy.stats as st
 import jsvi.distributions as dist
 from jsvi import constraints as C
 from jsvi import transforms as T
+from jsvi.distributions.kl import kl_divergence
 from jsvi.errors import ShapeError
 
 RTOL = 1e-5
@@ -125,6 +126,38 @@ def test_expanded_distribution_draws_independently_along_new_dims(make_base):
     np.testing.assert_allclose(lp, lp_base, rtol=RTOL)
 
 
+def test_expanded_distribution_keeps_the_base_parameters():
+    base = dist.Normal(LOC[0], 2.0)  # batch (3,)
+    d = dist.ExpandedDistribution(base, (4, 2, 3))
+    eager = base.expand((4, 2, 3))  # parameters broadcast
+    assert d.base_dist.loc.shape == (1, 1, 3)  # padded on the left, not copied
+    assert (d.batch_shape, d.event_shape) == ((4, 2, 3), ())
+    assert d.support == C.real and d.has_rsample
+    assert dist.ExpandedDistribution(d, (5, 4, 2, 3)).base_dist.loc.shape == (1, 1, 1, 3)
+    masked = d.mask(np.array([True, False, True]))
+    small = f32(rng.normal(size=(5, 1, 1, 1)))  # size-1 dims, as enumerated values
+
+    @jax.jit
+    def run(d, eager, masked):
+        return (
+            (d.log_prob(X[0]), eager.log_prob(X[0])),
+            (d.log_prob(small), eager.log_prob(small)),
+            (d.sample(KEY, (2,)), eager.sample(KEY, (2,))),
+            (d.mean, eager.mean),
+            (d.variance, eager.variance),
+            (d.cdf(X[0]), eager.cdf(X[0])),
+            (d.to_event(2).log_prob(X[0]), eager.to_event(2).log_prob(X[0])),
+            (masked.log_prob(X[0]), eager.mask(masked._mask).log_prob(X[0])),
+            (kl_divergence(d, eager), jnp.zeros((4, 2, 3))),
+        )
+
+    for lazy, full in run(d, eager, masked):
+        assert lazy.shape == full.shape
+        np.testing.assert_allclose(lazy, full, rtol=RTOL, atol=1e-6)
+    # Draws equal those of the broadcast parameters when new dims are leading.
+    assert run(d, eager, masked)[2][0].shape == (2, 4, 2, 3)
+
+
 def test_mask_zeroes_log_prob_and_skips_masked_support_checks():
     m = np.array([True, False, True])
     base = dist.HalfNormal(f32([1.0, 2.0, 3.0]))
@@ -159,6 +192,7 @@ ENUM_CASES = {
         (4,),
     ),
     "Expanded": (dist.Bernoulli(0.3).expand((2, 3)), 2, ()),
+    "ExpandedLazily": (dist.ExpandedDistribution(dist.Bernoulli(0.3), (2, 3)), 2, ()),
     "Masked": (
         dist.Categorical(logits=f32(rng.normal(size=(2, 3, 4)))).mask(True),
         4,

@@ -220,9 +220,12 @@ def prototype_trace(model: ModelFn, args: tuple, kwargs: Mapping[str, Any]):
 
 
 def _discrete_error(where: str, site: Site) -> SiteError:
+    fn = site.fn
+    while type(fn).__name__ == "ExpandedDistribution":  # a plate expanded it
+        fn = fn.base_dist
     return SiteError(
         f"{where}: model site {site.name!r} is a discrete latent "
-        f"({type(site.fn).__name__}, support {site.fn.support!r}) that is not "
+        f"({type(fn).__name__}, support {site.fn.support!r}) that is not "
         "enumerated, and autoguides cover continuous latents only. Mark it for "
         "enumeration (infer={'enumerate': 'parallel'}, or "
         "jsvi.config_enumerate(model)) and train with an enumerating estimator, "

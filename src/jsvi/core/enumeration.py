@@ -191,7 +191,8 @@ class enum(Handler):
         if not getattr(fn, "has_enumerate_support", False):
             raise SiteError(
                 f"sample site {name!r}: marked infer={{'enumerate': 'parallel'}}, but "
-                f"{type(fn).__name__} (support {getattr(fn, 'support', '?')!r}) has no "
+                f"{type(_unwrap(fn)).__name__} (support "
+                f"{getattr(fn, 'support', '?')!r}) has no "
                 "finite support to enumerate. Remove the option and let the guide "
                 "sample the site, or use a discrete distribution."
             )

@@ -391,6 +391,25 @@ class Distribution:
 
         return ExpandedDistribution(self, batch_shape)
 
+    def _expand_lazily(self, batch_shape: Shape) -> Distribution:
+        """``expand`` without broadcasting parameters: an ``ExpandedDistribution``
+        whose ``log_prob`` scores under this distribution and broadcasts the result.
+
+        Plates expand their sites with it (the core looks for this method and falls
+        back to ``expand``), so per-element work on the parameters is not repeated
+        for every element of the plate.
+
+        Raises:
+            ShapeError: if the current batch shape does not broadcast to it.
+        """
+        batch_shape = as_shape(batch_shape, f"{type(self).__name__}.expand")
+        self._check_expand(batch_shape)
+        if batch_shape == self.batch_shape:
+            return self
+        from jsvi.distributions.wrappers import ExpandedDistribution  # noqa: PLC0415
+
+        return ExpandedDistribution(self, batch_shape)
+
     def _broadcast_params(self, batch_shape: Shape) -> Distribution:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)

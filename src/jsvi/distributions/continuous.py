@@ -45,6 +45,21 @@ __all__ = [
 ]
 
 _LOG_2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _norm_logpdf(x: ArrayLike, loc: ArrayLike, scale: ArrayLike) -> Array:
+    """Normal log-density, with the normalizer a separate term of the parameters.
+
+    Under a lazy expansion (``ExpandedDistribution``, a plate) the parameters keep
+    their shapes: ``log(scale)`` is then computed once per parameter element, and
+    its gradient is the plain sum of the cotangent over the expanded dims, which
+    the compiler can share with other parameter-only terms (such as an enumerated
+    site's log-probabilities). ``log(scale)`` rather than ``log(scale**2)``: no
+    underflow for tiny scales.
+    """
+    z = (jnp.asarray(x) - loc) / scale
+    return -0.5 * jnp.square(z) - (jnp.log(scale) + _HALF_LOG_2PI)
 
 
 def _tiny(x: Array) -> Array:
@@ -85,7 +100,7 @@ class Normal(Distribution):
         return self.loc + self.scale * eps
 
     def _log_prob(self, value: ArrayLike) -> Array:
-        return stats.norm.logpdf(value, self.loc, self.scale)
+        return _norm_logpdf(value, self.loc, self.scale)
 
     @property
     def mean(self) -> Array:
@@ -126,7 +141,7 @@ class LogNormal(Distribution):
 
     def _log_prob(self, value: ArrayLike) -> Array:
         log_value = jnp.log(value)
-        return stats.norm.logpdf(log_value, self.loc, self.scale) - log_value
+        return _norm_logpdf(log_value, self.loc, self.scale) - log_value
 
     @property
     def mean(self) -> Array:
@@ -162,7 +177,7 @@ class HalfNormal(Distribution):
 
     def _log_prob(self, value: ArrayLike) -> Array:
         value = jnp.asarray(value)
-        lp = _LOG_2 + stats.norm.logpdf(value, 0.0, self.scale)
+        lp = _LOG_2 + _norm_logpdf(value, 0.0, self.scale)
         return jnp.where(value >= 0, lp, -jnp.inf)
 
     @property

@@ -130,12 +130,31 @@ class Independent(Distribution):
 
 class ExpandedDistribution(Distribution):
     """``base_dist`` broadcast to a larger ``batch_shape`` (independent draws
-    along expanded dims).
+    along expanded dims), without broadcasting its parameters.
+
+    The base keeps the shapes of its parameters: ``log_prob`` scores the value under
+    the base and broadcasts the result to the expanded batch shape, and ``sample``
+    draws through the base with the expanded dims as extra sample dims. Work the
+    base does per parameter element (``log(scale)`` of a ``Normal``, the
+    normalization of a ``Categorical``) is then done once per base element, not
+    once per expanded element. Plates expand their sites this way.
+
+    A base with parameters (or a wrapper around one) gets size-1 dims on the left
+    up to the expanded rank, a reshape that copies nothing: every leaf then has
+    one dim per batch dim, so the dims ``jax.vmap`` adds in front of the leaves
+    stay in front of the batch shape and line up with the value.
 
     Args:
         base_dist: the distribution to expand.
         batch_shape: the new batch shape; the base's batch shape must broadcast
             to it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsvi.distributions import Normal
+        >>> d = ExpandedDistribution(Normal(jnp.zeros(3), 1.0), (4, 3))
+        >>> d.batch_shape, d.base_dist.batch_shape, d.log_prob(jnp.zeros(3)).shape
+        ((4, 3), (1, 3), (4, 3))
     """
 
     _pytree_data_fields = ("base_dist",)
@@ -150,13 +169,14 @@ class ExpandedDistribution(Distribution):
         _check_base("ExpandedDistribution", base_dist)
         batch_shape = as_shape(batch_shape, "ExpandedDistribution")
         base_dist._check_expand(batch_shape)
-        if (
+        if isinstance(base_dist, ExpandedDistribution):
+            base_dist = base_dist.base_dist  # one level of laziness is enough
+        extra = len(batch_shape) - len(base_dist.batch_shape)
+        if extra > 0 and (
             base_dist.arg_constraints
             or type(base_dist).expand is not Distribution.expand
         ):
-            # Families broadcast their parameters and wrappers expand their base:
-            # then every leaf carries the full batch shape (aligned under vmap).
-            base_dist = base_dist.expand(batch_shape)
+            base_dist = base_dist.expand((1,) * extra + tuple(base_dist.batch_shape))
         self.base_dist = base_dist
         self._expanded_shape = batch_shape
         self._base_ndim = len(base_dist.batch_shape)
@@ -202,6 +222,16 @@ class ExpandedDistribution(Distribution):
     def _log_prob(self, value: ArrayLike) -> Array:
         lp = self.base_dist._unchecked_log_prob(value)
         return jnp.broadcast_to(lp, jnp.broadcast_shapes(lp.shape, self.batch_shape))
+
+    def _broadcast_univariate(self, out: Array) -> Array:
+        full = self.batch_shape + self.event_shape
+        return jnp.broadcast_to(out, jnp.broadcast_shapes(jnp.shape(out), full))
+
+    def cdf(self, value: ArrayLike) -> Array:
+        return self._broadcast_univariate(self.base_dist.cdf(value))
+
+    def icdf(self, q: ArrayLike) -> Array:
+        return self._broadcast_univariate(self.base_dist.icdf(q))
 
     @property
     def mean(self) -> Array:

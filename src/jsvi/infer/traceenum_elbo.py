@@ -20,7 +20,7 @@ from jsvi.core.enumeration import DEFAULT_MAX_ENUM_SIZE, ENUM_DIM_KEY, enum
 from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Message
 from jsvi.core.trace import Site, Trace
-from jsvi.distributions import Bernoulli, Categorical
+from jsvi.distributions import Bernoulli, Categorical, ExpandedDistribution
 from jsvi.errors import ArgumentError, ShapeError, SiteError
 from jsvi.infer._common import (
     ELBO,
@@ -117,7 +117,11 @@ def _check_plate_depth(
 def _support_log_prob(fn: Any, dim: int) -> Array | None:
     """``fn.log_prob`` of its whole support laid out along ``dim``, read off the
     normalized logits instead of gathered (no gather, no scatter in the gradient);
-    ``None`` for families without this shortcut."""
+    ``None`` for families without this shortcut. A plate-expanded family is read
+    off its base and broadcast, as its ``log_prob`` would be."""
+    batch_shape = tuple(fn.batch_shape)
+    if type(fn) is ExpandedDistribution:
+        fn = fn.base_dist
     if type(fn) is Categorical and "_probs" in fn.__dict__:
         # Transpose before the log: the gradient then sums over the plate dims in
         # this layout instead of materializing a transposed copy.
@@ -132,9 +136,10 @@ def _support_log_prob(fn: Any, dim: int) -> Array | None:
         table = jnp.stack([jnp.log1p(-probs), jnp.log(probs)])
     else:
         return None
-    batch_shape = tuple(fn.batch_shape)
-    size = table.shape[0]
-    return table.reshape((size,) + (1,) * (-dim - 1 - len(batch_shape)) + batch_shape)
+    size, base_shape = table.shape[0], table.shape[1:]
+    table = table.reshape((size,) + (1,) * (-dim - 1 - len(base_shape)) + base_shape)
+    full = (size,) + (1,) * (-dim - 1 - len(batch_shape)) + batch_shape
+    return jnp.broadcast_to(table, full)
 
 
 def _log_density(site: Site, dim: int | None) -> Array:
