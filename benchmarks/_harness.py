@@ -63,19 +63,30 @@ def time_first_call(fn: Callable[[], Any]) -> float:
 
 
 def interleaved(
-    contenders: dict[str, Callable[[], Any]], *, blocks: int, calls: int
+    contenders: dict[str, Callable[[], Any]],
+    *,
+    blocks: int,
+    calls: int,
+    calls_for: dict[str, int] | None = None,
+    warmup: int = 3,
 ) -> dict[str, dict[str, float]]:
-    """Per-call seconds for each contender: blocks of ``calls`` calls, interleaved."""
+    """Per-call seconds for each contender: blocks of ``calls`` calls, interleaved,
+    after ``warmup`` untimed calls each.
+
+    ``calls_for`` overrides ``calls`` for the contenders it names (a slow one can
+    take fewer calls per block and still sit in every block).
+    """
+    calls_for = calls_for or {}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for fn in contenders.values():  # warm-up
-        for _ in range(3):
+        for _ in range(warmup):
             jax.block_until_ready(fn())
     for b in range(blocks):
         order = list(contenders.items())
         if b % 2:
             order.reverse()
         for name, fn in order:
-            for _ in range(calls):
+            for _ in range(calls_for.get(name, calls)):
                 t0 = time.perf_counter()
                 jax.block_until_ready(fn())
                 times[name].append(time.perf_counter() - t0)

@@ -12,7 +12,7 @@ import pytest
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py", "vae_digits.py"])
+@pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py", "vae_digits.py", "validation_cost.py"])
 def test_benchmark_smoke(script, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), "--smoke", "--out", str(tmp_path)],
@@ -24,3 +24,40 @@ def test_benchmark_smoke(script, tmp_path):
     (result,) = tmp_path.glob("*.json")
     payload = json.loads(result.read_text())
     assert payload["context"]["jax"] and payload["rows"]
+
+
+def test_suite_smoke(tmp_path):
+    """The whole suite at its smallest sizes; NumPyro and Pyro columns drop out
+    when those libraries are not installed."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "suite.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = tmp_path.glob("suite-smoke-*.json")
+    payload = json.loads(result.read_text())
+    assert payload["context"]["jax"] and "loadavg_start" in payload["context"]
+    keys = {row["key"] for row in payload["rows"]}
+    for key in ("coin", "logreg_full", "logreg_minibatch", "partIII_plain", "partIII_baseline", "vae", "loop_compiled", "loop_python"):
+        assert key in keys
+    assert any(k.startswith("mixture_") for k in keys) and any(k.startswith("particles_") for k in keys)
+    for row in payload["rows"]:
+        jsvi = row["contenders"]["jsvi"]
+        assert jsvi["median_s"] > 0 and jsvi["correctness"]
+    assert result.with_suffix(".md").read_text().startswith("Benchmark suite")
+    assert "| workload |" in proc.stdout
+
+
+def test_suite_gpu_sizes():
+    """``--gpu`` refuses a CPU-only JAX unless forced, and picks the large sizes."""
+    cmd = [sys.executable, str(BENCH / "suite.py"), "--gpu", "--plan"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        assert "--force" in proc.stderr
+    proc = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = json.loads(proc.stdout)["plan"]
+    assert plan["logreg_n"] == 10_000_000 and 10_000_000 in plan["mixture_n"]
+    assert plan["vae_batch"] == 4_096
