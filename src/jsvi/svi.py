@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -461,8 +461,23 @@ def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SV
         1.0
     """
     dynamic, static = _split_args(args, kwargs, "svi_update")
-    new_state, (loss, _) = _update_jit(svi, static, state, dynamic, False)
-    return new_state, loss
+    return _plain_update(svi, static)(state, dynamic)
+
+
+@functools.lru_cache(maxsize=128)
+def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
+    """``svi_update``'s compiled step for one configuration and argument structure.
+
+    A jitted closure per ``(svi, static)`` takes only array arguments, so each call
+    goes through jit's fast dispatch path without hashing static arguments, and it
+    returns no rejection flag it does not need.
+    """
+
+    def update(state: SVIState, dynamic: list) -> tuple[SVIState, Array]:
+        new_state, (loss, _) = _step(svi, static, state, dynamic, False)
+        return new_state, loss
+
+    return jax.jit(update)
 
 
 def _evaluate_impl(svi: SVI, static: _Static, state: SVIState, dynamic: list) -> Array:
