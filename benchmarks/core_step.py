@@ -60,7 +60,7 @@ def coin_hand(opt):
         return -(log_p - log_beta(f, a, b))
 
     step = make_step(loss, opt)
-    u0 = {"a": jnp.log(15.0), "b": jnp.log(15.0)}
+    u0 = {"a": jnp.log(jnp.float32(15.0)), "b": jnp.log(jnp.float32(15.0))}  # not weakly typed
     return step, (u0, opt.init(u0), jax.random.key(0))
 
 
