@@ -381,15 +381,13 @@ class Distribution:
         Raises:
             ShapeError: if the current batch shape does not broadcast to it.
         """
+        if not self.arg_constraints:  # nothing to broadcast: wrap
+            return self._expand_lazily(batch_shape)
         batch_shape = as_shape(batch_shape, f"{type(self).__name__}.expand")
         self._check_expand(batch_shape)
         if batch_shape == self.batch_shape:
             return self
-        if self.arg_constraints:
-            return self._broadcast_params(batch_shape)
-        from jsvi.distributions.wrappers import ExpandedDistribution  # noqa: PLC0415
-
-        return ExpandedDistribution(self, batch_shape)
+        return self._broadcast_params(batch_shape)
 
     def _expand_lazily(self, batch_shape: Shape) -> Distribution:
         """``expand`` without broadcasting parameters: an ``ExpandedDistribution``
