@@ -12,15 +12,21 @@ import pytest
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py", "vae_digits.py", "validation_cost.py"])
-def test_benchmark_smoke(script, tmp_path):
+def run_smoke(script: str, out: pathlib.Path) -> subprocess.CompletedProcess:
+    """Run one benchmark script with ``--smoke --out out``; fail on a non-zero exit."""
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke", "--out", str(tmp_path)],
+        [sys.executable, str(BENCH / script), "--smoke", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py", "vae_digits.py", "validation_cost.py"])
+def test_benchmark_smoke(script, tmp_path):
+    run_smoke(script, tmp_path)
     (result,) = tmp_path.glob("*.json")
     payload = json.loads(result.read_text())
     assert payload["context"]["jax"] and payload["rows"]
@@ -29,13 +35,7 @@ def test_benchmark_smoke(script, tmp_path):
 def test_suite_smoke(tmp_path):
     """The whole suite at its smallest sizes; NumPyro and Pyro columns drop out
     when those libraries are not installed."""
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "suite.py"), "--smoke", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_smoke("suite.py", tmp_path)
     (result,) = tmp_path.glob("suite-smoke-*.json")
     payload = json.loads(result.read_text())
     assert payload["context"]["jax"] and "loadavg_start" in payload["context"]
