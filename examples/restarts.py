@@ -58,6 +58,6 @@ best = int(jnp.argmin(final))
 params = jax.tree.map(lambda v: v[best], jax.vmap(lambda s: jsvi.get_params(svi, s))(states))
 print(f"final losses of the 16 restarts: min {final.min():.1f}, max {final.max():.1f}")
 print(
-    f"best run #{best}: locs {params['locs']}, weight {float(params['weight']):.2f}, "
+    f"best run #{best}: locs {params['locs']}, weight of locs[0] {float(params['weight']):.2f}, "
     f"scale {float(params['scale']):.2f} (data: locs -1 and 3, weight 0.6, scale 0.7)"
 )

@@ -164,7 +164,11 @@ def test_local_latents_get_full_size_params_and_replay_indices(guide_cls):
 @pytest.mark.slow
 def test_subsampled_auto_normal_recovers_every_local_posterior():
     guide = AutoNormal(local_model)
-    schedule = optax.exponential_decay(0.05, 4000, 0.05)
+    # Adam's iterate keeps a noise floor proportional to the final learning rate:
+    # decayed to 5e-4, its rms error over the 20 locs is 0.014 (over 6 seeds, max
+    # 0.036), so the bound below, 0.1 posterior sd = 0.071, is 5 rms. (Decayed
+    # only to 2.5e-3, the rms is 0.025 and the max of 20 reaches the bound.)
+    schedule = optax.exponential_decay(0.05, 4000, 0.01)
     svi = jsvi.SVI(local_model, guide, optax.adam(schedule), jsvi.Trace_ELBO(8))
     state, _ = jsvi.svi_run(svi, 0, 4000, X_LOCAL, progress_bar=False)
     params = jsvi.get_params(svi, state)

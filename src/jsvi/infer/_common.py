@@ -54,7 +54,8 @@ __all__ = [
 
 ParamFn = Callable[[Message], Any]
 
-# The guide's sites use fold_in(key, i) for small i; the model's stream starts here.
+# The guide's sites use seed's per-site keys of ``key``; the model's stream is
+# fold_in(key, MODEL_KEY_OFFSET), a hash of it, so the two never meet.
 MODEL_KEY_OFFSET = 2**31 - 1
 
 
@@ -148,7 +149,7 @@ def get_traces(
 
     The guide runs under ``seed(rng_key)``; the model under ``seed`` with
     ``fold_in(rng_key, MODEL_KEY_OFFSET)`` (for its own plates and keys, a stream
-    distinct from the guide's per-site ``fold_in(rng_key, i)``), with the guide's
+    distinct from the guide's per-site keys of ``rng_key``), with the guide's
     latent values and plate indices replayed. The model's key is computed only if
     the model draws anything. With ``draw=False`` latent sites take a fixed point
     of their support (see ``feasible_draws``).
