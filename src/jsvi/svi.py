@@ -150,6 +150,9 @@ class SVI:
         try:
             fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
             object.__setattr__(self, "_hash", hash(fields))
+            # svi_update's compiled calls by number of array arguments (not a field:
+            # it takes no part in equality or hashing).
+            object.__setattr__(self, "_fast_updates", {})
         except TypeError as e:
             raise ArgumentError(
                 f"SVI: model, guide, optimizer and loss must be hashable ({e}). Wrap "
@@ -462,6 +465,16 @@ def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SV
         >>> float(jsvi.get_params(svi, state)["mu"])
         1.0
     """
+    if not kwargs:
+        for a in args:
+            if type(a) not in _ARRAY_TYPES:
+                break
+        else:  # only arrays, by position: the common case, in as few steps as can be
+            fast = svi.__dict__["_fast_updates"]
+            call = fast.get(len(args))
+            if call is None:
+                call = fast[len(args)] = _plain_update(svi, _all_arrays(len(args)))
+            return call(state, list(args))
     dynamic, static = _split_args(args, kwargs, "svi_update")
     return _plain_update(svi, static)(state, dynamic)
 
