@@ -38,16 +38,24 @@ def test_every_index_is_included_with_probability_b_over_n(size, subsample_size)
     assert_mc_close(both, pair, z=4.0)
 
 
-def test_fallback_path_when_draws_repeat_a_lot():
-    from jsvi.core.primitives import _redraw_repeats
+@pytest.mark.statistical
+def test_draws_short_of_distinct_indices_are_redrawn_and_stay_uniform():
+    from jsvi.core.primitives import _distinct_indices
 
-    # three distinct draws found, three slots still to fill from 10 indices
-    is_first = jnp.array([True, False, False, True, False, True])
-    for seed in range(5):
-        out = np.asarray(
-            _redraw_repeats(jax.random.key(seed), 10, jnp.array([3, 7, 1, 0, 0, 0]), is_first, None)
-        )
-        assert len(set(out.tolist())) == 6 and 0 <= out.min() and out.max() < 10
+    # 12 draws from 40 for 10 distinct: about 16% of first draws fall short
+    # and are drawn again. Accepted draws must still be distinct and uniform.
+    size, b, n = 40, 10, 4000
+    keys = jax.random.split(jax.random.key(4), n)
+    idx = np.asarray(jax.jit(jax.vmap(lambda k: _distinct_indices(k, size, b, 12)))(keys))
+    assert all(len(set(row.tolist())) == b for row in idx)
+    first = np.asarray(
+        jax.vmap(lambda k: jax.random.randint(jax.random.split(k)[1], (12,), 0, size, dtype=jnp.int32))(keys)
+    )
+    short = np.mean([len(set(row.tolist())) < b for row in first])
+    assert short > 0.1  # the redraw path really ran
+    included = np.zeros((n, size))
+    np.put_along_axis(included, idx, 1.0, axis=1)
+    assert_mc_close(included, np.full(size, b / size), z=4.5)
 
 
 @pytest.mark.statistical

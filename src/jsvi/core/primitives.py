@@ -255,8 +255,12 @@ def subsample_indices(key: Any, size: int, subsample_size: int) -> Array:
     no random bits for the other ``N - B`` indices. The procedure treats every
     index alike, so the resulting set is uniform over all subsets of that size,
     as a permutation would give. In the (vanishingly rare) case that fewer than
-    ``B`` distinct indices come up, it redraws repeated positions until none
-    repeat. For ``subsample_size > size / 4`` a permutation is used instead.
+    ``B`` distinct indices come up, the whole draw is repeated with a fresh key
+    until one has enough; an accepted draw is still uniform, by the same
+    symmetry. The repeat is a ``while_loop`` around the single draw, so the
+    compiled program holds one copy of it (a separate fallback branch doubled the
+    compile time of a minibatch step). For ``subsample_size > size / 4`` a
+    permutation is used instead.
 
     Args:
         key: a PRNG key.
@@ -269,48 +273,30 @@ def subsample_indices(key: Any, size: int, subsample_size: int) -> Array:
     if 4 * subsample_size > size:
         return jax.random.permutation(key, size)[:subsample_size]
     expected_repeats = subsample_size * subsample_size / (2 * size)
-    total = subsample_size + int(4 * expected_repeats) + 32
-    key, draw_key = jax.random.split(key)
-    candidates = jax.random.randint(draw_key, (total,), 0, size)
-    positions = jnp.arange(total, dtype=jnp.int32)
-    first_claim = jnp.full(size, total, jnp.int32).at[candidates].min(positions)
-    is_first = first_claim[candidates] == positions
-    rank = jnp.cumsum(is_first) - 1
-    slot = jnp.where(is_first & (rank < subsample_size), rank, subsample_size)
-    picked = jnp.zeros(subsample_size, candidates.dtype).at[slot].set(
-        candidates, mode="drop"
-    )
-    enough = rank[-1] + 1 >= subsample_size
-    return jax.lax.cond(
-        enough,
-        lambda: picked,
-        lambda: _redraw_repeats(key, size, picked, is_first, rank),
-    )
+    return _distinct_indices(key, size, subsample_size, subsample_size + int(4 * expected_repeats) + 32)
 
 
-def _redraw_repeats(
-    key: Any, size: int, idx: Array, is_first: Array, rank: Array
-) -> Array:
-    """Fallback: redraw positions holding a repeated index until none repeat."""
-    num = idx.shape[0]
-    filled = jnp.arange(num) < jnp.sum(is_first)
-    slots = jnp.arange(1, num + 1, dtype=jnp.int32)
+def _distinct_indices(key: Any, size: int, subsample_size: int, total: int) -> Array:
+    """``subsample_indices``'s draw: the first ``subsample_size`` distinct of
+    ``total`` uniform indices, the whole draw repeated until there are enough."""
 
-    def repeats(idx: Array) -> Array:
-        table = jnp.zeros(size, jnp.int32).at[idx].set(slots)
-        return table[idx] != slots
+    def draw(carry: tuple) -> tuple:
+        key, _, _ = carry
+        key, draw_key = jax.random.split(key)
+        candidates = jax.random.randint(draw_key, (total,), 0, size, dtype=jnp.int32)
+        positions = jnp.arange(total, dtype=jnp.int32)
+        first_claim = jnp.full(size, total, jnp.int32).at[candidates].min(positions)
+        is_first = first_claim[candidates] == positions
+        rank = jnp.cumsum(is_first) - 1
+        slot = jnp.where(is_first & (rank < subsample_size), rank, subsample_size)
+        picked = jnp.zeros(subsample_size, candidates.dtype).at[slot].set(
+            candidates, mode="drop"
+        )
+        return key, picked, rank[-1] + 1 >= subsample_size
 
-    def body(carry):
-        key, idx, redo = carry
-        key, sub = jax.random.split(key)
-        idx = jnp.where(redo, jax.random.randint(sub, idx.shape, 0, size), idx)
-        return key, idx, repeats(idx)
-
-    del rank
-    _, idx, _ = jax.lax.while_loop(
-        lambda carry: jnp.any(carry[2]), body, (key, idx, ~filled)
-    )
-    return idx
+    init = (key, jnp.zeros(subsample_size, jnp.int32), jnp.zeros((), bool))
+    _, picked, _ = jax.lax.while_loop(lambda carry: ~carry[2], draw, init)
+    return picked
 
 
 def _broadcast_site(msg: Message, frame: CondIndepStackFrame) -> None:
