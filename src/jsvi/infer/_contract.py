@@ -126,6 +126,10 @@ def logsumexp(x: Array, axes: tuple[int, ...]) -> Array:
         >>> round(float(logsumexp(jnp.array([-1000.0, -1000.0]), (0,))), 3)  # no underflow
         -999.307
     """
+    if _summed_size(x, axes) <= _UNROLL_MAX:
+        slices = _summed_slices(x, axes)
+        m = _finite_max_of(slices)
+        return jnp.log(sum(jnp.exp(s - m) for s in slices)) + m
     m = _finite_max(x, axes)
     return jnp.log(jnp.sum(jnp.exp(x - m), axis=axes)) + jnp.squeeze(m, axis=axes)
 
@@ -133,11 +137,44 @@ def logsumexp(x: Array, axes: tuple[int, ...]) -> Array:
 @logsumexp.defjvp
 def _logsumexp_jvp(axes: tuple[int, ...], primals: tuple, tangents: tuple) -> tuple:
     (x,), (dx,) = primals, tangents
+    if _summed_size(x, axes) <= _UNROLL_MAX:
+        slices, dslices = _summed_slices(x, axes), _summed_slices(dx, axes)
+        m = _finite_max_of(slices)
+        es = [jnp.exp(s - m) for s in slices]
+        total = sum(es)
+        return jnp.log(total) + m, sum(e * d for e, d in zip(es, dslices)) / total
     m = _finite_max(x, axes)
     e = jnp.exp(x - m)
     total = jnp.sum(e, axis=axes)
     out = jnp.log(total) + jnp.squeeze(m, axis=axes)
     return out, jnp.sum(e * dx, axis=axes) / total
+
+
+# Summing over at most this many values (an enumerated site's support, say), the
+# sum is written out slice by slice: elementwise operations that XLA fuses into
+# one loop over the kept dims. As a reduction over a short leading axis it ran
+# 3-4x slower on CPU (a 3-component mixture over 100,000 points: 4.0 ms a step
+# against 0.9 ms unrolled, gradient included).
+_UNROLL_MAX = 16
+
+
+def _summed_size(x: Array, axes: tuple[int, ...]) -> int:
+    return math.prod(x.shape[a] for a in axes)
+
+
+def _summed_slices(x: Array, axes: tuple[int, ...]) -> list[Array]:
+    """The slices of ``x`` at each combination of indices of ``axes``."""
+    lead = tuple(range(len(axes)))
+    x = jnp.moveaxis(x, axes, lead) if tuple(axes) != lead else x
+    x = x.reshape((-1,) + x.shape[len(axes) :])
+    return [x[k] for k in range(x.shape[0])]
+
+
+def _finite_max_of(slices: Sequence[Array]) -> Array:
+    m = slices[0]
+    for s in slices[1:]:
+        m = jnp.maximum(m, s)
+    return jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
 
 
 def _finite_max(x: Array, axes: tuple[int, ...]) -> Array:
