@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results folder (default results/)")
     opts = parser.parse_args()
     N, D = (2_000, 5) if opts.smoke else (50_000, 20)
-    blocks, calls = (2, 10) if opts.smoke else (10, 50)
+    blocks, calls = (2, 10) if opts.smoke else (30, 50)
     jnp.zeros(()).block_until_ready()
     coin_data = (jnp.array([1.0] * 6 + [0.0] * 4),)
     key_x, key_w = jax.random.split(jax.random.key(42))
