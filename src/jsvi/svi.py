@@ -83,7 +83,9 @@ class SVIState(NamedTuple):
         params: dict name -> unconstrained parameter value (array or pytree).
         opt_state: the optax optimizer state.
         elbo_state: the estimator's state (baseline averages, ...); ``()`` if none.
-        rng_key: the key the next step splits.
+        rng_key: the run's key. It stays the same from step to step: step ``t``
+            draws with ``fold_in(rng_key, t)``, so a state's next draw depends on
+            its key and ``step`` alone (and a resumed run continues the stream).
         step: number of steps taken (int32 scalar).
         num_rejected: number of steps rejected as non-finite (int32 scalar).
         param_constraints: each parameter's constraint (static, no array leaves).
@@ -383,14 +385,14 @@ def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
 
 
 def _step_key(state: SVIState) -> PRNGKey:
-    """The key one step draws with.
+    """The key one step draws with: ``fold_in(rng_key, step)``.
 
     After a rejected (non-finite) step the state is unchanged but for
     ``num_rejected``, which is mixed into the key so the retry draws anew. XOR into
     the key data is the identity while nothing was rejected, so it costs no
     extra hashing on the normal path; distinct keys give independent streams.
     """
-    _, step_key = jax.random.split(state.rng_key)
+    step_key = jax.random.fold_in(state.rng_key, state.step)
     data = jax.random.key_data(step_key)
     last = jnp.arange(data.shape[-1], dtype=data.dtype) == data.shape[-1] - 1
     data = data ^ (last * state.num_rejected.astype(data.dtype))
@@ -424,12 +426,10 @@ def _step(
     )
     updates, opt_state = svi.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    next_key, _ = jax.random.split(state.rng_key)
     new_state = state._replace(
         params=params,
         opt_state=opt_state,
         elbo_state=elbo_state,
-        rng_key=next_key,
         step=state.step + 1,
     )
     if not skip_nonfinite:
@@ -487,14 +487,14 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
     goes through jit's fast dispatch path without hashing static arguments. Each
     buffer in or out of a compiled call costs about a microsecond on CPU, a large
     share of a small model's step; so the fields a plain step never changes
-    (``num_rejected``, ``param_constraints``) are passed around it rather than
+    (``rng_key``, ``num_rejected``, ``param_constraints``) are passed around it rather than
     through it, and no rejection flag is returned.
     """
 
     def update(params, opt_state, elbo_state, rng_key, step, num_rejected, dynamic):
         state = SVIState(params, opt_state, elbo_state, rng_key, step, num_rejected)
         new, (loss, _) = _step(svi, static, state, dynamic, False)
-        return new.params, new.opt_state, new.elbo_state, new.rng_key, new.step, loss
+        return new.params, new.opt_state, new.elbo_state, new.step, loss
 
     jitted = jax.jit(update)
 
@@ -510,8 +510,8 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
         )
 
     def call(state: SVIState, dynamic: list) -> tuple[SVIState, Array]:
-        params, opt_state, elbo_state, rng_key, step, loss = jitted(*arrays(state, dynamic))
-        fields = (params, opt_state, elbo_state, rng_key, step)
+        params, opt_state, elbo_state, step, loss = jitted(*arrays(state, dynamic))
+        fields = (params, opt_state, elbo_state, state.rng_key, step)
         return SVIState(*fields, state.num_rejected, state.param_constraints), loss
 
     # For inspecting the compiled program (benchmarks compare its HLO).
