@@ -173,14 +173,15 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results folder (default results/)")
     opts = parser.parse_args()
     N, D = (2_000, 5) if opts.smoke else (50_000, 20)
-    blocks, calls = (2, 10) if opts.smoke else (30, 50)
+    blocks, calls = (2, 10) if opts.smoke else (10, 50)
     jnp.zeros(()).block_until_ready()
     coin_data = (jnp.array([1.0] * 6 + [0.0] * 4),)
     key_x, key_w = jax.random.split(jax.random.key(42))
     X = jax.random.normal(key_x, (N, D))
     y = (X @ jax.random.normal(key_w, (D,)) > 0).astype(jnp.float32)
     rows = [
-        bench("coin", coin_model, coin_guide, coin_hand, coin_data, blocks, calls),
+        # the coin's steps are short: longer blocks, as in suite.py (coin_calls)
+        bench("coin", coin_model, coin_guide, coin_hand, coin_data, blocks, 4 * calls),
         bench(
             f"logreg N={N} D={D}",
             logreg_model,
