@@ -218,12 +218,6 @@ class _Static(NamedTuple):
     num_leaves: int
 
 
-@functools.lru_cache(maxsize=64)
-def _all_arrays(num_args: int) -> _Static:
-    treedef = jax.tree.structure((tuple(range(num_args)), {}))
-    return _Static(treedef, (), num_args)
-
-
 # Python scalars that stay static (plate sizes, batch sizes, flags, names).
 _STATIC_SCALARS = frozenset({int, bool, str})
 
@@ -232,6 +226,10 @@ _STATIC_SCALARS = frozenset({int, bool, str})
 def _arrays_and_scalars(num_args: int, static: tuple[tuple[int, type, Any], ...]) -> _Static:
     treedef = jax.tree.structure((tuple(range(num_args)), {}))
     return _Static(treedef, tuple((i, v) for i, _, v in static), num_args)
+
+
+def _all_arrays(num_args: int) -> _Static:
+    return _arrays_and_scalars(num_args, ())
 
 
 def _split_args(args: tuple, kwargs: Mapping[str, Any], where: str) -> tuple[list, _Static]:
