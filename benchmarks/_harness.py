@@ -1,8 +1,8 @@
 """Shared timing harness for the benchmark scripts (not a test module).
 
 Times compile (first call) and steady state separately; steady state interleaves the
-contenders in repeated blocks and reports the median and IQR of per-call times, each
-call ended with ``jax.block_until_ready``.
+contenders call by call, in shuffled order, and reports the median and IQR of per-call
+times, each call ended with ``jax.block_until_ready``, and paired per-round ratios.
 """
 
 from __future__ import annotations
@@ -69,32 +69,60 @@ def interleaved(
     calls: int,
     calls_for: dict[str, int] | None = None,
     warmup: int = 3,
-) -> dict[str, dict[str, float]]:
-    """Per-call seconds for each contender: blocks of ``calls`` calls, interleaved,
-    after ``warmup`` untimed calls each.
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Per-call seconds for each contender, measured side by side call by call.
 
-    ``calls_for`` overrides ``calls`` for the contenders it names (a slow one can
-    take fewer calls per block and still sit in every block).
+    After ``warmup`` untimed calls each, ``blocks * calls`` rounds follow; in each
+    round every contender makes one timed call, in an order shuffled per round
+    (fixed ``seed``). ``calls_for`` gives a contender fewer calls per ``calls``
+    rounds: it takes part in that share of the rounds, spread evenly (a slow one
+    still sits among the others throughout).
+
+    Interleaving call by call makes all contenders see the same machine: on a
+    shared CPU the per-call time drifts by 2x or more within seconds, and blocks
+    of consecutive calls, each contender in turn, then give ratios off by as much.
+    Two copies of one step, timed this way, agree within 1-2%.
+
+    Returns, per contender: ``median_s``, ``iqr_s``, ``min_s``, ``n`` and ``paired``,
+    which maps each other contender to the median over shared rounds of the ratio
+    of this contender's time to the other's (the headline ratio: it compares calls
+    made milliseconds apart).
     """
     calls_for = calls_for or {}
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    rounds = blocks * calls
+    share = {n: blocks * calls_for.get(n, calls) for n in names}
+    times = {n: np.full(rounds, np.nan) for n in names}
     for fn in contenders.values():  # warm-up
         for _ in range(warmup):
             jax.block_until_ready(fn())
-    for b in range(blocks):
-        order = list(contenders.items())
-        if b % 2:
-            order.reverse()
-        for name, fn in order:
-            for _ in range(calls_for.get(name, calls)):
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn())
-                times[name].append(time.perf_counter() - t0)
-    out = {}
+    rng = np.random.default_rng(seed)
+    for r in range(rounds):
+        present = [n for n in names if (r + 1) * share[n] // rounds > r * share[n] // rounds]
+        for i in rng.permutation(len(present)):
+            name = present[i]
+            fn = contenders[name]
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name][r] = time.perf_counter() - t0
+    out: dict[str, dict[str, Any]] = {}
     for name, ts in times.items():
-        a = np.asarray(ts)
+        a = ts[~np.isnan(ts)]
         q1, med, q3 = np.percentile(a, [25, 50, 75])
-        out[name] = {"median_s": float(med), "iqr_s": float(q3 - q1), "min_s": float(a.min()), "n": int(a.size)}
+        paired = {}
+        for other in names:
+            if other != name:
+                both = ~np.isnan(ts) & ~np.isnan(times[other])
+                if both.any():
+                    paired[other] = float(np.median(ts[both] / times[other][both]))
+        out[name] = {
+            "median_s": float(med),
+            "iqr_s": float(q3 - q1),
+            "min_s": float(a.min()),
+            "n": int(a.size),
+            "paired": paired,
+        }
     return out
 
 

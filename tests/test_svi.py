@@ -126,6 +126,31 @@ def test_jit_scan_and_vmap_agree_with_unjitted():
         np.testing.assert_allclose(v_states.params["alpha_q"][i], s_i.params["alpha_q"], rtol=1e-5)
 
 
+def test_rejection_count_changes_the_draw_and_nothing_else():
+    svi = coin_svi()
+    state0 = jsvi.svi_init(svi, jax.random.key(3), COIN_DATA)
+    jitted = jax.jit(jsvi.svi_update, static_argnums=0)
+    plain_state, plain_loss = jsvi.svi_update(svi, state0, COIN_DATA)
+    # the step without rejections takes its own program: it must agree with the
+    # general one (which mixes num_rejected into the key) bit for bit
+    j_state, j_loss = jitted(svi, state0, COIN_DATA)
+    np.testing.assert_array_equal(plain_loss, j_loss)
+    np.testing.assert_array_equal(plain_state.params["alpha_q"], j_state.params["alpha_q"])
+    assert int(plain_state.num_rejected) == 0 and int(plain_state.step) == 1
+    # after rejections the retry draws anew, and the count is kept
+    retried = state0._replace(num_rejected=jnp.int32(2))
+    r_state, r_loss = jsvi.svi_update(svi, retried, COIN_DATA)
+    jr_state, jr_loss = jitted(svi, retried, COIN_DATA)
+    assert float(r_loss) != float(plain_loss)
+    np.testing.assert_array_equal(r_loss, jr_loss)
+    np.testing.assert_array_equal(r_state.params["beta_q"], jr_state.params["beta_q"])
+    assert int(r_state.num_rejected) == 2 and int(r_state.step) == 1
+    # a zero count restored from elsewhere (not the state's own array) is zero
+    restored = state0._replace(num_rejected=jnp.asarray(np.int32(0)))
+    z_state, z_loss = jsvi.svi_update(svi, restored, COIN_DATA)
+    np.testing.assert_array_equal(z_loss, plain_loss)
+
+
 def test_svi_update_traces_once():
     calls = {"n": 0}
 

@@ -382,6 +382,27 @@ def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
 # update
 
 
+class _NoneRejected:
+    """Marks ``num_rejected`` as known to be zero inside ``_plain_update``'s program."""
+
+    __slots__ = ()
+
+
+_NONE_REJECTED = _NoneRejected()
+
+
+@functools.cache
+def _zero_rejected() -> Array:
+    """The shared int32 zero that ``svi_update`` returns as ``num_rejected``.
+
+    JAX arrays are immutable, so a state holding this very object is known to have
+    had no rejections without reading the value back from the device. (Made
+    concrete even when first asked for under a trace.)
+    """
+    with jax.ensure_compile_time_eval():
+        return jnp.zeros((), jnp.int32)
+
+
 def _step_key(state: SVIState) -> PRNGKey:
     """The key one step draws with: ``fold_in(rng_key, step)``.
 
@@ -391,6 +412,8 @@ def _step_key(state: SVIState) -> PRNGKey:
     extra hashing on the normal path; distinct keys give independent streams.
     """
     step_key = jax.random.fold_in(state.rng_key, state.step)
+    if state.num_rejected is _NONE_REJECTED:
+        return step_key  # known to be zero (``svi_update``'s plain step)
     data = jax.random.key_data(step_key)
     last = jnp.arange(data.shape[-1], dtype=data.dtype) == data.shape[-1] - 1
     data = data ^ (last * state.num_rejected.astype(data.dtype))
@@ -487,33 +510,63 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
     share of a small model's step; so the fields a plain step never changes
     (``rng_key``, ``num_rejected``, ``param_constraints``) are passed around it rather than
     through it, and no rejection flag is returned.
+
+    ``num_rejected`` is not even an input while it is zero, the usual case: a state
+    from ``svi_init`` (or from a run with no rejections) holds the shared zero
+    ``_zero_rejected()``, which proves it by identity, and its step draws with
+    ``fold_in(rng_key, step)`` alone. Any other ``num_rejected`` (a traced or
+    batched one, or one that counts rejections) goes to a second program, compiled
+    only when first needed, that mixes it into the key.
     """
 
-    def update(params, opt_state, elbo_state, rng_key, step, num_rejected, dynamic):
+    def update(params, opt_state, elbo_state, rng_key, step, dynamic):
+        state = SVIState(params, opt_state, elbo_state, rng_key, step, _NONE_REJECTED)
+        new, (loss, _) = _step(svi, static, state, dynamic, False)
+        return new.params, new.opt_state, new.elbo_state, new.step, loss
+
+    def update_counted(params, opt_state, elbo_state, rng_key, step, num_rejected, dynamic):
         state = SVIState(params, opt_state, elbo_state, rng_key, step, num_rejected)
         new, (loss, _) = _step(svi, static, state, dynamic, False)
         return new.params, new.opt_state, new.elbo_state, new.step, loss
 
-    jitted = jax.jit(update)
-
-    def arrays(state: SVIState, dynamic: list) -> tuple:
-        return (
-            state.params,
-            state.opt_state,
-            state.elbo_state,
-            state.rng_key,
-            state.step,
-            state.num_rejected,
-            dynamic,
-        )
+    plain, counted = jax.jit(update), jax.jit(update_counted)
+    zero = _zero_rejected()
+    array_type = type(zero)  # a concrete array, never a tracer
+    new_state = tuple.__new__  # SVIState's own __new__ costs 0.2 us more per call
 
     def call(state: SVIState, dynamic: list) -> tuple[SVIState, Array]:
-        params, opt_state, elbo_state, step, loss = jitted(*arrays(state, dynamic))
-        fields = (params, opt_state, elbo_state, state.rng_key, step)
-        return SVIState(*fields, state.num_rejected, state.param_constraints), loss
+        num_rejected = state.num_rejected
+        if num_rejected is not zero:
+            if (
+                type(num_rejected) is not array_type
+                or num_rejected.shape != ()
+                or int(num_rejected) != 0
+            ):
+                params, opt_state, elbo_state, step, loss = counted(
+                    state.params,
+                    state.opt_state,
+                    state.elbo_state,
+                    state.rng_key,
+                    state.step,
+                    num_rejected,
+                    dynamic,
+                )
+                fields = (params, opt_state, elbo_state, state.rng_key, step)
+                return SVIState(*fields, num_rejected, state.param_constraints), loss
+            # a concrete zero (e.g. a restored checkpoint): the shared zero from here on
+        params, opt_state, elbo_state, step, loss = plain(
+            state.params, state.opt_state, state.elbo_state, state.rng_key, state.step, dynamic
+        )
+        fields = (params, opt_state, elbo_state, state.rng_key, step, zero, state.param_constraints)
+        return new_state(SVIState, fields), loss
 
-    # For inspecting the compiled program (benchmarks compare its HLO).
-    call.lower = lambda state, dynamic: jitted.lower(*arrays(state, dynamic))  # type: ignore[attr-defined]
+    def lower(state: SVIState, dynamic: list):
+        # For inspecting the compiled program (benchmarks compare its HLO).
+        return plain.lower(
+            state.params, state.opt_state, state.elbo_state, state.rng_key, state.step, dynamic
+        )
+
+    call.lower = lower  # type: ignore[attr-defined]
     return call
 
 
