@@ -121,10 +121,9 @@ def main() -> None:
         contenders["numpyro"] = np_run
     first = {name: time_first_call(fn) for name, fn in contenders.items()}
     stats = interleaved(contenders, blocks=blocks, calls=calls)
-    hand_med = stats["hand"]["median_s"]
     print(f"{'contender':<12}{'us/step':>10}{'vs hand':>10}{'first call s':>14}")
     for name, s in stats.items():
-        print(f"{name:<12}{1e6 * s['median_s']:>10.1f}{s['median_s'] / hand_med:>10.2f}{first[name]:>14.3f}")
+        print(f"{name:<12}{1e6 * s['median_s']:>10.1f}{s['paired'].get('hand', 1.0):>10.2f}{first[name]:>14.3f}")
     payload = {
         "context": context(),
         "smoke": opts.smoke,
@@ -133,8 +132,8 @@ def main() -> None:
         "first_call_s": first,
         "steady": stats,
         "rows": [{"contender": k, **v} for k, v in stats.items()],
-        "ratio_jsvi_hand": stats["jsvi"]["median_s"] / hand_med,
-        "ratio_numpyro_hand": (stats["numpyro"]["median_s"] / hand_med) if "numpyro" in stats else None,
+        "ratio_jsvi_hand": stats["jsvi"]["paired"]["hand"],
+        "ratio_numpyro_hand": stats["numpyro"]["paired"]["hand"] if "numpyro" in stats else None,
     }
     path = write("minibatch" + ("-smoke" if opts.smoke else ""), payload, opts.out)
     print(f"wrote {path}")

@@ -107,8 +107,8 @@ def main() -> None:
             "particles": P,
             "first_call_s": first,
             "steady": stats,
-            "ratio_hand": med["jsvi"] / med["hand"],
-            "ratio_numpyro": med["jsvi"] / med["numpyro"] if "numpyro" in med else None,
+            "ratio_hand": stats["jsvi"]["paired"]["hand"],
+            "ratio_numpyro": stats["jsvi"]["paired"]["numpyro"] if "numpyro" in med else None,
         }
         rows.append(row)
         np_us = f"{1e6 * med['numpyro']:>12.1f}" if "numpyro" in med else f"{'-':>12}"

@@ -293,8 +293,14 @@ def measure(
             "init_s": c.init_s,
             "first_call_s": first[name],
             "second_call_s": second[name],
+            "name": name,
             "median_s": s["median_s"] / k,
             "min_s": s["min_s"] / k,
+            # per-step ratio of this contender's time to each other's, call by call
+            "paired": {
+                other: r * contenders[other].steps_per_call / k
+                for other, r in s["paired"].items()
+            },
             "iqr_s": s["iqr_s"] / k,
             "n": s["n"],
             "steps_per_call": k,
@@ -952,7 +958,8 @@ def w_loop(plan: Plan) -> list[dict]:
             return ends["pyro_loop"]
 
         cs["pyro_loop"] = Contender(pyro_loop, steps_per_call=Sp)
-    recs = measure(cs, blocks=plan.loop_repeats, calls=1, warmup=0)
+    # one untimed call each: a later first call cleared the caches of earlier ones
+    recs = measure(cs, blocks=plan.loop_repeats, calls=1, warmup=1)
     for name, rec in recs.items():
         rec.update(beta_summary(*ends[name]))
     notes = _skip_notes()
@@ -974,7 +981,7 @@ def w_loop(plan: Plan) -> list[dict]:
     if "pyro_loop" in recs:
         compiled["pyro"] = python["pyro"] = recs["pyro_loop"]
     speedup = {
-        name: recs[f"{name}_loop"]["median_s"] / recs[f"{name}_run"]["median_s"]
+        name: _ratio(recs[f"{name}_loop"], recs[f"{name}_run"], "median_s")
         for name in ("jsvi", "hand", "numpyro")
         if f"{name}_run" in recs
     }
@@ -1018,6 +1025,9 @@ RUNNERS = {
 def _ratio(rec_a: dict | None, rec_b: dict | None, key: str) -> float | None:
     if not rec_a or not rec_b:
         return None
+    if key == "median_s" and rec_b.get("name") in rec_a.get("paired", {}):
+        # timed side by side: the median of the per-round ratios
+        return rec_a["paired"][rec_b["name"]]
     return rec_a[key] / rec_b[key]
 
 
@@ -1032,7 +1042,15 @@ def headline_ratios(row: dict) -> dict[str, Any]:
     out["pyro/jsvi_min"] = _ratio(c.get("pyro"), j, "min_s")
     out["hand_vs_pyro"] = _ratio(c.get("pyro"), c.get("hand"), "median_s")
     out["compile_jsvi/numpyro"] = _ratio(j, c.get("numpyro"), "first_call_s")
+    n = c.get("numpyro")
+    if j and n and j.get("init_s") is not None and n.get("init_s") is not None:
+        out["first_step_jsvi/numpyro"] = _first_step(j) / _first_step(n)
     return out
+
+
+def _first_step(rec: dict) -> float:
+    """Seconds before the first step is done: setup (init) plus the first call."""
+    return rec["init_s"] + rec["first_call_s"]
 
 
 def _us(seconds: float) -> str:
@@ -1058,21 +1076,29 @@ def markdown(payload: dict) -> str:
         f"{ctx['loadavg_start'][0]:.2f} at start, {ctx['loadavg_end'][0]:.2f} at end; "
         f"suite wall time {payload['wall_s'] / 60:.1f} min.",
         "",
-        "Per-step time ratios, median (min in brackets); below 1 for jsvi/x means jsvi is "
-        "faster; Pyro/jsvi is jsvi's speed-up over Pyro.",
+        "Per-step time ratios: the median over rounds of calls made side by side, in "
+        "shuffled order, of the per-round ratio (ratio of minima in brackets); below 1 "
+        "for jsvi/x means jsvi is faster; Pyro/jsvi is jsvi's speed-up over Pyro. First "
+        "call: the first update, compile included, from cold JAX caches; first step: "
+        "setup (svi_init / svi.init) plus first call, the wait before training starts "
+        "(cold processes, repeated: benchmarks/first_step.py).",
         "",
         "| workload | size | jsvi µs/step | jsvi / hand-written | jsvi / NumPyro | Pyro / jsvi "
-        "| compile s jsvi / NumPyro | correctness: jsvi · hand · NumPyro · Pyro |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| first call s jsvi / NumPyro | first step s jsvi / NumPyro "
+        "| correctness: jsvi · hand · NumPyro · Pyro |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in payload["rows"]:
         c, r = row["contenders"], row["ratios"]
         j = c.get("jsvi")
-        comp = "–"
-        if j and "numpyro" in c:
-            comp = f"{j['first_call_s']:.2f} / {c['numpyro']['first_call_s']:.2f}"
-        elif j:
-            comp = f"{j['first_call_s']:.2f} / –"
+        n = c.get("numpyro")
+        comp = first_step = "–"
+        if j:
+            comp = f"{j['first_call_s']:.2f} / " + (f"{n['first_call_s']:.2f}" if n else "–")
+            if j.get("init_s") is not None:
+                first_step = f"{_first_step(j):.2f} / " + (
+                    f"{_first_step(n):.2f}" if n and n.get("init_s") is not None else "–"
+                )
         correct = " · ".join(
             c[k].get("correctness", "?").replace("|", "/") if k in c else "–"
             for k in CONTENDERS
@@ -1081,7 +1107,8 @@ def markdown(payload: dict) -> str:
             f"| {row['workload']} | {row['size']} | {_us(j['median_s']) if j else '–'} "
             f"| {_fmt_ratio(r['jsvi/hand'], r['jsvi/hand_min'])} "
             f"| {_fmt_ratio(r['jsvi/numpyro'], r['jsvi/numpyro_min'])} "
-            f"| {_fmt_ratio(r['pyro/jsvi'], r['pyro/jsvi_min'], speedup=True)} | {comp} | {correct} |"
+            f"| {_fmt_ratio(r['pyro/jsvi'], r['pyro/jsvi_min'], speedup=True)} | {comp} "
+            f"| {first_step} | {correct} |"
         )
     lines += ["", "Notes:", ""]
     lines.append(
@@ -1138,7 +1165,7 @@ def plot(payload: dict, path: pathlib.Path) -> pathlib.Path | None:
             c = r["contenders"]
             if "jsvi" in c and other in c:
                 xs.append(k + (i - 1) * width)
-                ys.append(c[other]["median_s"] / c["jsvi"]["median_s"])
+                ys.append(_ratio(c[other], c["jsvi"], "median_s"))
         ax.bar(xs, ys, width, label=f"{LABELS[other]} / jsvi", color=colors[other])
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_yscale("log")

@@ -330,6 +330,22 @@ def test_non_reparameterized_blocks_gradients_only():
     np.testing.assert_allclose([g_nr, g, g_lp], [0.0, 1.0, 0.5])
 
 
+def test_non_reparameterized_draws_trace_no_sampler_derivative():
+    # the Gamma sampler's pathwise derivative (a series in digamma and lgamma) is
+    # what costs compile time; behind NonReparameterized it must not be traced
+    def loss(a, wrap):
+        base = dist.Gamma(a, 1.0)
+        x = (dist.NonReparameterized(base) if wrap else base).sample(KEY)
+        return x * a
+
+    wrapped = str(jax.make_jaxpr(jax.grad(lambda a: loss(a, True)))(2.0))
+    plain = str(jax.make_jaxpr(jax.grad(lambda a: loss(a, False)))(2.0))
+    assert "digamma" in plain
+    assert "digamma" not in wrapped
+    x = dist.Gamma(2.0, 1.0).sample(KEY)
+    np.testing.assert_allclose(jax.grad(lambda a: loss(a, True))(2.0), x)
+
+
 def test_discrete_samples_carry_no_gradient():
     def f(p):
         return jnp.sum(dist.Bernoulli(p).sample(KEY, (10,)) * p)

@@ -538,9 +538,13 @@ def elbo_terms(
     model_tr, guide_tr = get_traces(rng_key, model, guide, param_fn, args, kwargs, draw)
     latent = guide_tr.latent_sites()
     log_p = model_tr.log_probs()
-    log_q = {n: site_log_prob(s) for n, s in latent.items()}
+    # each guide density once: the score is log q before its scale (masked alike)
+    masked = {n: score_log_prob(s) for n, s in latent.items()}
+    log_q = {
+        n: masked[n] if s.scale is None else masked[n] * s.scale for n, s in latent.items()
+    }
     non_reparam = tuple(n for n, s in latent.items() if not is_reparameterized(s))
-    score = {n: score_log_prob(latent[n]) for n in non_reparam}
+    score = {n: masked[n] for n in non_reparam}
     log_q_path = dict(log_q)
     if stick_the_landing:
 
