@@ -1,6 +1,7 @@
 """Pieces shared by the hand-written JAX baselines the benchmarks compare against
 (not a benchmark itself): a Normal log-density, the mean-field logistic-regression
-parameters, and a jitted optax step around a loss ``(u, key, *data) -> loss``."""
+parameters, a minibatch index draw, and a jitted optax step around a loss
+``(u, key, *data) -> loss``."""
 
 from __future__ import annotations
 
@@ -39,6 +40,29 @@ def logreg_particle_loss(u, key, X, y, D, idx=None, scale=1.0):
     log_p = jnp.sum(norm_lp(w, 0.0, 1.0)) + norm_lp(b, 0.0, 1.0) + log_lik
     log_q = jnp.sum(norm_lp(w, u["w_loc"], w_scale)) + norm_lp(b, u["b_loc"], b_scale)
     return -(log_p - log_q)
+
+
+def distinct_indices(key, N: int, B: int) -> jax.Array:
+    """``B`` distinct indices in ``[0, N)``, uniform over subsets: the first ``B``
+    distinct of ``B + spare`` uniform draws (repeats found with an ``N``-slot
+    table), redrawn in the rare case there are too few. The draw jsvi's
+    ``plate(..., subsample_size=B)`` makes for these sizes, written out in JAX so
+    that the minibatch ratio measures the engine rather than the sampler."""
+    total = B + int(4 * B * B / (2 * N)) + 32
+
+    def draw(carry):
+        key, _, _ = carry
+        key, sub = jax.random.split(key)
+        c = jax.random.randint(sub, (total,), 0, N, dtype=jnp.int32)
+        pos = jnp.arange(total, dtype=jnp.int32)
+        first = jnp.full(N, total, jnp.int32).at[c].min(pos)[c] == pos
+        rank = jnp.cumsum(first) - 1
+        slot = jnp.where(first & (rank < B), rank, B)
+        picked = jnp.zeros(B, jnp.int32).at[slot].set(c, mode="drop")
+        return key, picked, rank[-1] + 1 >= B
+
+    init = (key, jnp.zeros(B, jnp.int32), jnp.zeros((), bool))
+    return jax.lax.while_loop(lambda carry: ~carry[2], draw, init)[1]
 
 
 def make_step(loss: Callable, opt: optax.GradientTransformation) -> Callable:

@@ -1,7 +1,8 @@
 """Cost of plate subsampling: a minibatch step of Bayesian logistic regression
 (N=50,000, D=20, B=1,000) with ``plate(..., subsample_size=B)`` against the same
-step hand-written in JAX (indices from ``jax.random.randint``) and against NumPyro's
-plate subsampling when it is installed, side by side in one run.
+step hand-written in JAX (the same draw of distinct indices, and, for scale, indices
+drawn with replacement by ``jax.random.randint``) and against NumPyro's plate
+subsampling when it is installed, side by side in one run.
 
 Target: jsvi / hand-written <= 1.2. Results go to ``results/minibatch-<device>.json``.
 
@@ -15,7 +16,12 @@ import argparse
 import jax
 import jax.numpy as jnp
 import optax
-from _handwritten import logreg_params, logreg_particle_loss, make_step
+from _handwritten import (
+    distinct_indices,
+    logreg_params,
+    logreg_particle_loss,
+    make_step,
+)
 from _harness import context, interleaved, time_first_call, write
 
 import jsvi
@@ -42,10 +48,17 @@ def guide(X, y, B):
     jsvi.sample("b", dist.Normal(b_loc, b_scale))
 
 
-def hand(opt, N, D, B):
+def hand(opt, N, D, B, distinct=True):
+    """The hand-written step: ``B`` distinct indices drawn as jsvi draws them, or
+    (``distinct=False``) ``B`` indices drawn with replacement, the cheapest
+    unbiased minibatch."""
+
     def loss(u, key, X, y):
         k_idx, k_draw = jax.random.split(key)
-        idx = jax.random.randint(k_idx, (B,), 0, N)
+        if distinct:
+            idx = distinct_indices(k_idx, N, B)
+        else:
+            idx = jax.random.randint(k_idx, (B,), 0, N)
         return logreg_particle_loss(u, k_draw, X, y, D, idx=idx, scale=N / B)
 
     u0 = logreg_params(D)
@@ -103,19 +116,24 @@ def main() -> None:
     opt = optax.adam(1e-3)
     svi = jsvi.SVI(model, guide, opt, jsvi.Trace_ELBO())
     box = {"jsvi": jsvi.svi_init(svi, jax.random.key(0), X, y, B)}
-    step, hand_state = hand(opt, N, D, B)
-    box["hand"] = hand_state
+    steps = {}
+    steps["hand"], box["hand"] = hand(opt, N, D, B)
+    steps["hand_iid"], box["hand_iid"] = hand(opt, N, D, B, distinct=False)
 
     def run_jsvi():
         box["jsvi"], loss = jsvi.svi_update(svi, box["jsvi"], X, y, B)
         return loss
 
-    def run_hand():
-        u, o, k, loss = step(*box["hand"], X, y)
-        box["hand"] = (u, o, k)
-        return loss
+    def hand_runner(name):
+        def run():
+            u, o, k, loss = steps[name](*box[name], X, y)
+            box[name] = (u, o, k)
+            return loss
 
-    contenders = {"jsvi": run_jsvi, "hand": run_hand}
+        return run
+
+    # hand: the same distinct-index draw; hand_iid: indices with replacement
+    contenders = {"jsvi": run_jsvi, "hand": hand_runner("hand"), "hand_iid": hand_runner("hand_iid")}
     np_run = numpyro_contender(X, y, B)
     if np_run is not None:
         contenders["numpyro"] = np_run

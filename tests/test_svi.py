@@ -306,6 +306,25 @@ def test_static_python_arguments_and_methods():
     state, loss = svi.update(state, COIN_DATA, n=5)
     assert np.isfinite(float(loss))
     assert set(svi.get_params(state)) == {"alpha_q", "beta_q"}
+    # by position, by keyword, and with a different static value: each its own
+    # program, the first two the same step
+    by_position, loss_p = svi.update(state, COIN_DATA, 5)
+    by_keyword, loss_k = svi.update(state, COIN_DATA, n=5)
+    np.testing.assert_array_equal(loss_p, loss_k)
+    np.testing.assert_array_equal(by_position.params["alpha_q"], by_keyword.params["alpha_q"])
+    _, loss_3 = svi.update(state, COIN_DATA, 3)
+    assert float(loss_3) != float(loss_p)
+    seen = []
+
+    def typed_model(data, n):
+        seen.append(type(n))
+        coin_model(data[:n])
+
+    typed = jsvi.SVI(typed_model, guide, optax.adam(0.01), jsvi.Trace_ELBO())
+    typed_state = typed.init(0, COIN_DATA, 1)
+    typed.update(typed_state, COIN_DATA, 1)
+    typed.update(typed_state, COIN_DATA, True)  # 1 and True are different programs
+    assert seen[-2:] == [int, bool]
     assert list(inspect.signature(jsvi.svi_run).parameters)[:4] == ["svi", "rng_key", "num_steps", "args"]
 
 

@@ -31,6 +31,7 @@ class _Static(NamedTuple):
     treedef: Any
     static_leaves: tuple[tuple[int, Hashable], ...]
     num_leaves: int
+    static_types: tuple[type, ...] = ()  # equal values of other types: other programs
 
 
 def _is_dynamic(x: Any) -> bool:
@@ -54,7 +55,8 @@ def _split(args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, _Static]:
                 "is neither an array nor hashable. Pass data as arrays."
             ) from None
         static.append((i, leaf))
-    return dynamic, _Static(treedef, tuple(static), len(leaves))
+    types = tuple(type(leaf) for _, leaf in static)  # 1 and True: different programs
+    return dynamic, _Static(treedef, tuple(static), len(leaves), types)
 
 
 def _merge(static: _Static, dynamic: list) -> tuple[tuple, dict]:

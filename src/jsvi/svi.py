@@ -152,8 +152,8 @@ class SVI:
         try:
             fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
             object.__setattr__(self, "_hash", hash(fields))
-            # svi_update's compiled calls by number of array arguments (not a field:
-            # it takes no part in equality or hashing).
+            # svi_update's compiled calls by argument pattern (not a field: it
+            # takes no part in equality or hashing).
             object.__setattr__(self, "_fast_updates", {})
         except TypeError as e:
             raise ArgumentError(
@@ -216,6 +216,9 @@ class _Static(NamedTuple):
     treedef: Any
     static_leaves: tuple[tuple[int, Hashable], ...]
     num_leaves: int
+    # the static leaves' types, so that equal values of different types (1, 1.0,
+    # True) key different compiled programs
+    static_types: tuple[type, ...] = ()
 
 
 # Python scalars that stay static (plate sizes, batch sizes, flags, names).
@@ -225,7 +228,9 @@ _STATIC_SCALARS = frozenset({int, bool, str})
 @functools.lru_cache(maxsize=256)
 def _arrays_and_scalars(num_args: int, static: tuple[tuple[int, type, Any], ...]) -> _Static:
     treedef = jax.tree.structure((tuple(range(num_args)), {}))
-    return _Static(treedef, tuple((i, v) for i, _, v in static), num_args)
+    return _Static(
+        treedef, tuple((i, v) for i, _, v in static), num_args, tuple(t for _, t, _ in static)
+    )
 
 
 def _all_arrays(num_args: int) -> _Static:
@@ -260,7 +265,8 @@ def _split_args(args: tuple, kwargs: Mapping[str, Any], where: str) -> tuple[lis
                 "arguments must be hashable Python values."
             ) from None
         static.append((i, leaf))
-    return dynamic, _Static(treedef, tuple(static), len(leaves))
+    types = tuple(type(leaf) for _, leaf in static)
+    return dynamic, _Static(treedef, tuple(static), len(leaves), types)
 
 
 def _merge_args(static: _Static, dynamic: list) -> tuple[tuple, dict]:
@@ -487,15 +493,33 @@ def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SV
         1.0
     """
     if not kwargs:
+        # By position, only arrays (the common case) or arrays and static scalars
+        # (a batch size, a flag): in as few steps as can be, with no tree flattening
+        # and no lru_cache hashing.
+        fast = svi.__dict__["_fast_updates"]
         for a in args:
             if type(a) not in _ARRAY_TYPES:
                 break
-        else:  # only arrays, by position: the common case, in as few steps as can be
-            fast = svi.__dict__["_fast_updates"]
+        else:
             call = fast.get(len(args))
             if call is None:
                 call = fast[len(args)] = _plain_update(svi, _all_arrays(len(args)))
             return call(state, list(args))
+        dynamic, scalars = [], ()
+        for i, a in enumerate(args):
+            t = type(a)
+            if t in _ARRAY_TYPES:
+                dynamic.append(a)
+            elif t in _STATIC_SCALARS:
+                scalars += ((i, t, a),)  # the type is in the key: 1 and True differ
+            else:
+                break
+        else:
+            key = (len(args), scalars)
+            call = fast.get(key)
+            if call is None:
+                call = fast[key] = _plain_update(svi, _arrays_and_scalars(*key))
+            return call(state, dynamic)
     dynamic, static = _split_args(args, kwargs, "svi_update")
     return _plain_update(svi, static)(state, dynamic)
 

@@ -82,3 +82,27 @@ def test_minibatch_elbo_is_unbiased_for_the_full_batch_elbo():
     se_full = np.asarray(full).std(ddof=1) / np.sqrt(full.shape[0])
     assert abs(diff.mean()) <= 4.0 * np.sqrt(diff.var(ddof=1) / diff.shape[0] + se_full**2)
     assert np.asarray(mini).std() > 3 * np.asarray(full).std()  # minibatches vary
+
+
+@pytest.mark.parametrize("size,subsample_size", [(50_000, 1_000), (40, 10), (100, 30)])
+def test_sorted_and_table_repeat_finding_pick_the_same_indices(size, subsample_size, monkeypatch):
+    import jsvi.core.primitives as P
+
+    keys = jax.random.split(jax.random.key(5), 16)
+    total = subsample_size + 2  # few spares: some draws are redrawn
+
+    def draw(k):
+        return P._distinct_indices(k, size, subsample_size, total)
+
+    table = np.asarray(jax.vmap(draw)(keys))
+    monkeypatch.setattr(P, "_TABLE_MAX", 0)  # every size takes the sort
+    sorted_ = np.asarray(jax.vmap(draw)(keys))
+    np.testing.assert_array_equal(sorted_, table)
+
+
+def test_large_plates_draw_distinct_indices_without_an_n_slot_table():
+    size, b = 10_000_000, 1_000
+    program = jax.jit(lambda k: subsample_indices(k, size, b)).lower(jax.random.key(0))
+    assert f"tensor<{size}x" not in program.as_text()  # no array of N slots anywhere
+    idx = np.asarray(jax.jit(lambda k: subsample_indices(k, size, b))(jax.random.key(6)))
+    assert len(set(idx.tolist())) == b and idx.min() >= 0 and idx.max() < size
