@@ -149,6 +149,17 @@ def test_rejection_count_changes_the_draw_and_nothing_else():
     restored = state0._replace(num_rejected=jnp.asarray(np.int32(0)))
     z_state, z_loss = jsvi.svi_update(svi, restored, COIN_DATA)
     np.testing.assert_array_equal(z_loss, plain_loss)
+    # the key as raw data draws as the typed key does, and stays as it was given
+    raw = state0._replace(rng_key=jax.random.key_data(state0.rng_key))
+    raw_state, raw_loss = jsvi.svi_update(svi, raw, COIN_DATA)
+    np.testing.assert_array_equal(raw_loss, plain_loss)
+    assert raw_state.rng_key is raw.rng_key and plain_state.rng_key is state0.rng_key
+    # a second state with its own key: its own draw, and the first one's unchanged
+    other = jsvi.svi_init(svi, jax.random.key(4), COIN_DATA)
+    _, other_loss = jsvi.svi_update(svi, other, COIN_DATA)
+    _, again_loss = jsvi.svi_update(svi, state0, COIN_DATA)
+    assert float(other_loss) != float(plain_loss)
+    np.testing.assert_array_equal(again_loss, plain_loss)
 
 
 def test_svi_update_traces_once():
