@@ -80,8 +80,8 @@ def jsvi_contender(data):
 # --- NumPyro ---------------------------------------------------------------------
 
 
-def numpyro_contender(data):
-    """NumPyro's step on the same model, or None if NumPyro/funsor are missing."""
+def numpyro_svi():
+    """NumPyro's SVI on the same model, or None if NumPyro/funsor are missing."""
     try:
         import funsor  # noqa: F401
         import numpyro
@@ -104,9 +104,16 @@ def numpyro_contender(data):
             )
             numpyro.sample("x", ndist.Normal(locs[z], scales[z]), obs=data)
 
-    svi = SVI(
+    return SVI(
         model, empty_guide, optax.adam(1e-2), NumPyroTraceEnum(max_plate_nesting=1)
     )
+
+
+def numpyro_contender(data):
+    """NumPyro's step on the same model, or None if NumPyro/funsor are missing."""
+    svi = numpyro_svi()
+    if svi is None:
+        return None
     t0 = time.perf_counter()
     state = jax.block_until_ready(svi.init(jax.random.key(0), data))
     init_s = time.perf_counter() - t0

@@ -89,6 +89,7 @@ def _builders(workload: str, smoke: bool):
         )
     if workload in ("logreg", "minibatch"):
         import minibatch  # noqa: PLC0415
+        import particles  # noqa: PLC0415
 
         key_x, key_w = jax.random.split(jax.random.key(42))
         X = jax.random.normal(key_x, (N, D))
@@ -99,12 +100,12 @@ def _builders(workload: str, smoke: bool):
                 core_step.logreg_model, core_step.logreg_guide, opt, jsvi.Trace_ELBO()
             )
             return lambda: jsvi_pair(svi, X, y), lambda: numpyro_pair(
-                _np_logreg(opt), X, y
+                particles.numpyro_svi(opt, 1), X, y
             )
         svi = jsvi.SVI(minibatch.model, minibatch.guide, opt, jsvi.Trace_ELBO())
         return (
             lambda: jsvi_pair(svi, X, y, B),
-            lambda: numpyro_pair(_np_logreg(opt, subsample=B), X, y),
+            lambda: numpyro_pair(minibatch.numpyro_svi(B), X, y),
         )
     if workload == "mixture":
         import enum_mixture as EM  # noqa: PLC0415
@@ -116,64 +117,9 @@ def _builders(workload: str, smoke: bool):
             optax.adam(1e-2),
             jsvi.TraceEnum_ELBO(max_plate_nesting=1),
         )
-        return lambda: jsvi_pair(svi, data), lambda: numpyro_pair(_np_mixture(EM), data)
+        return lambda: jsvi_pair(svi, data), lambda: numpyro_pair(EM.numpyro_svi(), data)
     raise SystemExit(
         f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}"
-    )
-
-
-def _np_logreg(opt, subsample=None):
-    """NumPyro's mean-field logistic regression (the model ``core_step`` and
-    ``minibatch`` give jsvi), full batch or with ``subsample`` rows per step."""
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as nd
-    from numpyro.infer import SVI, Trace_ELBO
-
-    def model(X, y):
-        N, D = X.shape
-        w = numpyro.sample("w", nd.Normal(jnp.zeros(D), 1.0).to_event(1))
-        b = numpyro.sample("b", nd.Normal(0.0, 1.0))
-        with numpyro.plate("data", N, subsample_size=subsample) as idx:
-            X_, y_ = (X[idx], y[idx]) if subsample else (X, y)
-            numpyro.sample("y", nd.Bernoulli(logits=X_ @ w + b), obs=y_)
-
-    def guide(X, y):
-        D = X.shape[1]
-        positive = nd.constraints.positive
-        w_loc = numpyro.param("w_loc", jnp.zeros(D))
-        w_scale = numpyro.param("w_scale", 0.1 * jnp.ones(D), constraint=positive)
-        b_loc = numpyro.param("b_loc", 0.0)
-        b_scale = numpyro.param("b_scale", 0.1, constraint=positive)
-        numpyro.sample("w", nd.Normal(w_loc, w_scale).to_event(1))
-        numpyro.sample("b", nd.Normal(b_loc, b_scale))
-
-    return SVI(model, guide, opt, Trace_ELBO())
-
-
-def _np_mixture(EM):
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as nd
-    import optax
-    from numpyro.infer import SVI, TraceEnum_ELBO
-
-    def model(data):
-        weights = numpyro.param(
-            "weights", jnp.ones(EM.K) / EM.K, constraint=nd.constraints.simplex
-        )
-        locs = numpyro.param("locs", jnp.array(EM.INIT_LOCS))
-        scales = numpyro.param(
-            "scales", jnp.ones(EM.K), constraint=nd.constraints.positive
-        )
-        with numpyro.plate("data", data.shape[0]):
-            z = numpyro.sample(
-                "z", nd.Categorical(weights), infer={"enumerate": "parallel"}
-            )
-            numpyro.sample("x", nd.Normal(locs[z], scales[z]), obs=data)
-
-    return SVI(
-        model, EM.empty_guide, optax.adam(1e-2), TraceEnum_ELBO(max_plate_nesting=1)
     )
 
 

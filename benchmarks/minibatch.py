@@ -65,7 +65,9 @@ def hand(opt, N, D, B, distinct=True):
     return make_step(loss, opt), (u0, opt.init(u0), jax.random.key(0))
 
 
-def numpyro_contender(X, y, B):
+def numpyro_svi(B):
+    """NumPyro's SVI for the subsampled regression, ``B`` rows a step (None without
+    NumPyro)."""
     try:
         import numpyro
         import numpyro.distributions as ndist
@@ -91,7 +93,13 @@ def numpyro_contender(X, y, B):
         numpyro.sample("w", ndist.Normal(w_loc, w_scale).to_event(1))
         numpyro.sample("b", ndist.Normal(b_loc, b_scale))
 
-    svi = SVI(np_model, np_guide, optax.adam(1e-3), Trace_ELBO())
+    return SVI(np_model, np_guide, optax.adam(1e-3), Trace_ELBO())
+
+
+def numpyro_contender(X, y, B):
+    svi = numpyro_svi(B)
+    if svi is None:
+        return None
     state = svi.init(jax.random.PRNGKey(0), X, y)
     update = jax.jit(svi.update)
     box = {"s": state}

@@ -33,7 +33,9 @@ def hand(opt, D, P):
     return make_step(loss, opt), (u0, opt.init(u0), jax.random.key(0))
 
 
-def numpyro_runner(opt, X, y, P):
+def numpyro_svi(opt, P):
+    """NumPyro's SVI for the mean-field logistic regression, ``P`` particles (None
+    without NumPyro)."""
     try:
         import numpyro
         import numpyro.distributions as nd
@@ -57,7 +59,13 @@ def numpyro_runner(opt, X, y, P):
         numpyro.sample("w", nd.Normal(w_loc, w_scale).to_event(1))
         numpyro.sample("b", nd.Normal(b_loc, b_scale))
 
-    svi = SVI(model, guide, opt, Trace_ELBO(num_particles=P, vectorize_particles=True))
+    return SVI(model, guide, opt, Trace_ELBO(num_particles=P, vectorize_particles=True))
+
+
+def numpyro_runner(opt, X, y, P):
+    svi = numpyro_svi(opt, P)
+    if svi is None:
+        return None
     box = {"s": svi.init(jax.random.PRNGKey(0), X, y)}
     update = jax.jit(svi.update)
 

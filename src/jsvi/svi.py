@@ -544,6 +544,11 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
     in as its raw data and is wrapped again inside the program.
     """
 
+    def update_counted(params, opt_state, elbo_state, rng_key, step, num_rejected, dynamic):
+        state = SVIState(params, opt_state, elbo_state, rng_key, step, num_rejected)
+        new, (loss, _) = _step(svi, static, state, dynamic, False)
+        return new.params, new.opt_state, new.elbo_state, new.step, loss
+
     plain_by_impl: dict[Any, Any] = {}
 
     def plain_for(impl: Any) -> Any:
@@ -552,9 +557,9 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
         def update(params, opt_state, elbo_state, rng_key, step, dynamic):
             if impl is not None:
                 rng_key = jax.random.wrap_key_data(rng_key, impl=impl)
-            state = SVIState(params, opt_state, elbo_state, rng_key, step, _NONE_REJECTED)
-            new, (loss, _) = _step(svi, static, state, dynamic, False)
-            return new.params, new.opt_state, new.elbo_state, new.step, loss
+            return update_counted(
+                params, opt_state, elbo_state, rng_key, step, _NONE_REJECTED, dynamic
+            )
 
         plain_by_impl[impl] = jax.jit(update)
         return plain_by_impl[impl]
@@ -579,10 +584,9 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
             return raw, impl
         return key, None  # a traced key, or raw key data: passed as it is
 
-    def update_counted(params, opt_state, elbo_state, rng_key, step, num_rejected, dynamic):
-        state = SVIState(params, opt_state, elbo_state, rng_key, step, num_rejected)
-        new, (loss, _) = _step(svi, static, state, dynamic, False)
-        return new.params, new.opt_state, new.elbo_state, new.step, loss
+    def plain_and_key(rng_key: Any) -> tuple[Any, Any]:
+        key, impl = key_arg(rng_key)
+        return plain_by_impl.get(impl) or plain_for(impl), key
 
     counted = jax.jit(update_counted)
     zero = _zero_rejected()
@@ -609,8 +613,7 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
                 fields = (params, opt_state, elbo_state, state.rng_key, step)
                 return SVIState(*fields, num_rejected, state.param_constraints), loss
             # a concrete zero (e.g. a restored checkpoint): the shared zero from here on
-        key, impl = key_arg(state.rng_key)
-        plain = plain_by_impl.get(impl) or plain_for(impl)
+        plain, key = plain_and_key(state.rng_key)
         params, opt_state, elbo_state, step, loss = plain(
             state.params, state.opt_state, state.elbo_state, key, state.step, dynamic
         )
@@ -619,8 +622,7 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
 
     def lower(state: SVIState, dynamic: list):
         # For inspecting the compiled program (benchmarks compare its HLO).
-        key, impl = key_arg(state.rng_key)
-        plain = plain_by_impl.get(impl) or plain_for(impl)
+        plain, key = plain_and_key(state.rng_key)
         return plain.lower(
             state.params, state.opt_state, state.elbo_state, key, state.step, dynamic
         )
