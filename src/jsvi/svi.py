@@ -152,9 +152,10 @@ class SVI:
         try:
             fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
             object.__setattr__(self, "_hash", hash(fields))
-            # svi_update's compiled calls by argument pattern (not a field: it
-            # takes no part in equality or hashing).
+            # svi_update's compiled calls by argument pattern, and its last plain
+            # step (not fields: they take no part in equality or hashing).
             object.__setattr__(self, "_fast_updates", {})
+            object.__setattr__(self, "_hot", (-1, None, None, None, None))
         except TypeError as e:
             raise ArgumentError(
                 f"SVI: model, guide, optimizer and loss must be hashable ({e}). Wrap "
@@ -381,6 +382,9 @@ def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
     dynamic, static = _split_args(args, kwargs, "svi_init")
     state, flags = _init_jit(svi, static, key, dynamic)
     _raise_failed(flags, "svi_init")
+    if is_concrete(state.num_rejected):
+        # Known zero: the shared zero lets svi_update take its plain step at once.
+        state = state._replace(num_rejected=_zero_rejected())
     return state
 
 
@@ -492,11 +496,36 @@ def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SV
         >>> float(jsvi.get_params(svi, state)["mu"])
         1.0
     """
+    # The hot path: the same key as the last plain step, no rejections, the same
+    # number of arguments, all arrays. At a small model's step every line of
+    # Python before the dispatch shows in the step time (run between compiled
+    # calls, it runs with cold caches), so this is written out here, in one frame.
+    hot = svi._hot  # (number of args, rng_key, program, key as passed, shared zero)
+    if state.rng_key is hot[1] and state.num_rejected is hot[4] and len(args) == hot[0]:
+        for a in args:
+            if type(a) not in _ARRAY_TYPES:
+                break
+        else:
+            if not kwargs:
+                params, opt_state, elbo_state, step, loss = hot[2](
+                    state.params, state.opt_state, state.elbo_state, hot[3], state.step, args
+                )
+                fields = (params, opt_state, elbo_state, hot[1], step, hot[4])
+                return _new_tuple(SVIState, (*fields, state.param_constraints)), loss
+    return _update_general(svi, state, args, kwargs)
+
+
+_new_tuple = tuple.__new__  # SVIState's own __new__ costs 0.2 us more per call
+
+
+def _update_general(
+    svi: SVI, state: SVIState, args: tuple, kwargs: dict
+) -> tuple[SVIState, Array]:
     if not kwargs:
         # By position, only arrays (the common case) or arrays and static scalars
         # (a batch size, a flag): in as few steps as can be, with no tree flattening
         # and no lru_cache hashing.
-        fast = svi.__dict__["_fast_updates"]
+        fast = svi._fast_updates
         for a in args:
             if type(a) not in _ARRAY_TYPES:
                 break
@@ -504,12 +533,12 @@ def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SV
             call = fast.get(len(args))
             if call is None:
                 call = fast[len(args)] = _plain_update(svi, _all_arrays(len(args)))
-            return call(state, list(args))
-        dynamic, scalars = [], ()
+            return call(state, args)
+        dynamic, scalars = (), ()
         for i, a in enumerate(args):
             t = type(a)
             if t in _ARRAY_TYPES:
-                dynamic.append(a)
+                dynamic += (a,)
             elif t in _STATIC_SCALARS:
                 scalars += ((i, t, a),)  # the type is in the key: 1 and True differ
             else:
@@ -521,11 +550,11 @@ def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SV
                 call = fast[key] = _plain_update(svi, _arrays_and_scalars(*key))
             return call(state, dynamic)
     dynamic, static = _split_args(args, kwargs, "svi_update")
-    return _plain_update(svi, static)(state, dynamic)
+    return _plain_update(svi, static)(state, tuple(dynamic))
 
 
 @functools.lru_cache(maxsize=128)
-def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
+def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, tuple], Any]:
     """``svi_update``'s compiled step for one configuration and argument structure.
 
     A jitted closure per ``(svi, static)`` takes only array arguments, so each call
@@ -565,62 +594,83 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, list], Any]:
         return plain_by_impl[impl]
 
     # A typed key costs more to pass into a compiled call than its raw data (about
-    # 2% of a small step); the state's key stays the same from step to step, so
-    # its data is read out once (one dispatch) and reused while the same key
-    # object comes back.
-    last_key: list[tuple[Any, Any, Any]] = [(None, None, None)]  # key, raw data, impl
-
-    def key_arg(key: Any) -> tuple[Any, Any]:
-        cached = last_key[0]  # one read: another thread may replace it meanwhile
-        if key is cached[0]:
-            return cached[1], cached[2]
-        if (
-            isinstance(key, jax.Array)
-            and is_concrete(key)
-            and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        ):
-            raw, impl = jax.random.key_data(key), jax.random.key_impl(key)
-            last_key[0] = (key, raw, impl)
-            return raw, impl
-        return key, None  # a traced key, or raw key data: passed as it is
+    # 2% of a small step). The state's key stays the same from step to step, so the
+    # key as passed (raw data, read out with one dispatch) and the step program for
+    # it are looked up once and kept while the same key object comes back.
+    hot: list[tuple[Any, Any, Any]] = [(None, None, None)]  # key, its program, key as passed
 
     def plain_and_key(rng_key: Any) -> tuple[Any, Any]:
-        key, impl = key_arg(rng_key)
-        return plain_by_impl.get(impl) or plain_for(impl), key
+        cached = hot[0]  # one read: another thread may replace it meanwhile
+        if rng_key is cached[0]:
+            return cached[1], cached[2]
+        if not (isinstance(rng_key, jax.Array) and is_concrete(rng_key)):
+            # a traced key (never kept: it would outlive its trace), or numpy data
+            return plain_by_impl.get(None) or plain_for(None), rng_key
+        impl, passed = None, rng_key  # raw key data is passed as it is
+        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key):
+            impl, passed = jax.random.key_impl(rng_key), jax.random.key_data(rng_key)
+        plain = plain_by_impl.get(impl) or plain_for(impl)
+        hot[0] = (rng_key, plain, passed)
+        return plain, passed
 
     counted = jax.jit(update_counted)
     zero = _zero_rejected()
     array_type = type(zero)  # a concrete array, never a tracer
-    new_state = tuple.__new__  # SVIState's own __new__ costs 0.2 us more per call
+    new_state = _new_tuple
+    # Arrays only, by position: ``svi_update`` may then take this step on its own
+    # hot path (``SVI._hot``), while the key stays the same.
+    num_arrays = static.num_leaves if static == _all_arrays(static.num_leaves) else -1
 
-    def call(state: SVIState, dynamic: list) -> tuple[SVIState, Array]:
+    def keep_hot(key: Any, plain: Any, passed: Any) -> None:
+        if num_arrays >= 0:
+            object.__setattr__(svi, "_hot", (num_arrays, key, plain, passed, zero))
+
+    def cold(state: SVIState, dynamic: tuple) -> tuple[SVIState, Array]:
+        """A step off the hot path: a new key, or a ``num_rejected`` not known zero."""
         num_rejected = state.num_rejected
-        if num_rejected is not zero:
-            if (
-                type(num_rejected) is not array_type
-                or num_rejected.shape != ()
-                or int(num_rejected) != 0
-            ):
-                params, opt_state, elbo_state, step, loss = counted(
-                    state.params,
-                    state.opt_state,
-                    state.elbo_state,
-                    state.rng_key,
-                    state.step,
-                    num_rejected,
-                    dynamic,
-                )
-                fields = (params, opt_state, elbo_state, state.rng_key, step)
-                return SVIState(*fields, num_rejected, state.param_constraints), loss
-            # a concrete zero (e.g. a restored checkpoint): the shared zero from here on
+        if num_rejected is not zero and (
+            type(num_rejected) is not array_type
+            or num_rejected.shape != ()
+            or int(num_rejected) != 0
+        ):
+            params, opt_state, elbo_state, step, loss = counted(
+                state.params,
+                state.opt_state,
+                state.elbo_state,
+                state.rng_key,
+                state.step,
+                num_rejected,
+                dynamic,
+            )
+            fields = (params, opt_state, elbo_state, state.rng_key, step)
+            return SVIState(*fields, num_rejected, state.param_constraints), loss
+        # A concrete zero (e.g. a restored checkpoint) becomes the shared zero.
         plain, key = plain_and_key(state.rng_key)
+        if hot[0][0] is state.rng_key:  # a concrete key, never a tracer
+            keep_hot(state.rng_key, plain, key)
         params, opt_state, elbo_state, step, loss = plain(
             state.params, state.opt_state, state.elbo_state, key, state.step, dynamic
         )
         fields = (params, opt_state, elbo_state, state.rng_key, step, zero, state.param_constraints)
         return new_state(SVIState, fields), loss
 
-    def lower(state: SVIState, dynamic: list):
+    def call(state: SVIState, dynamic: tuple) -> tuple[SVIState, Array]:
+        # The hot path, as short as it can be: at a small model's step every line
+        # of Python before the dispatch shows in the step time (run between
+        # compiled calls, it runs with cold caches).
+        key = state.rng_key
+        cached = hot[0]
+        if key is not cached[0] or state.num_rejected is not zero:
+            return cold(state, dynamic)
+        if svi._hot[2] is not cached[1]:  # e.g. after a step with other arguments
+            keep_hot(key, cached[1], cached[2])
+        params, opt_state, elbo_state, step, loss = cached[1](
+            state.params, state.opt_state, state.elbo_state, cached[2], state.step, dynamic
+        )
+        fields = (params, opt_state, elbo_state, key, step, zero, state.param_constraints)
+        return new_state(SVIState, fields), loss
+
+    def lower(state: SVIState, dynamic: tuple):
         # For inspecting the compiled program (benchmarks compare its HLO).
         plain, key = plain_and_key(state.rng_key)
         return plain.lower(
