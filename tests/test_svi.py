@@ -182,6 +182,40 @@ def test_svi_update_traces_once():
     assert calls["n"] == after_run  # resuming reuses the compiled loop
 
 
+def test_interleaved_states_and_traced_calls_do_not_mix():
+    """``svi_update`` keeps the last key's compiled step on a fast path: states with
+    other keys, a jitted call in between, and a call with other arguments must each
+    still get their own step."""
+    svi = coin_svi()
+    alone = {}
+    for seed in (0, 1):
+        state = jsvi.svi_init(svi, seed, COIN_DATA)
+        losses = []
+        for _ in range(4):
+            state, loss = jsvi.svi_update(svi, state, COIN_DATA)
+            losses.append(float(loss))
+        alone[seed] = (losses, jsvi.get_params(svi, state))
+
+    states = {seed: jsvi.svi_init(svi, seed, COIN_DATA) for seed in (0, 1)}
+    losses = {0: [], 1: []}
+    jitted = jax.jit(jsvi.svi_update, static_argnums=0)
+    for t in range(4):
+        for seed in (0, 1):
+            if (t, seed) == (2, 1):
+                states[seed], loss = jitted(svi, states[seed], COIN_DATA)
+            elif (t, seed) == (1, 0):  # by keyword: another compiled step, then back
+                states[seed], loss = jsvi.svi_update(svi, states[seed], data=COIN_DATA)
+            else:
+                states[seed], loss = jsvi.svi_update(svi, states[seed], COIN_DATA)
+            losses[seed].append(float(loss))
+    for seed in (0, 1):
+        np.testing.assert_allclose(losses[seed], alone[seed][0], rtol=1e-6)
+        for name, value in alone[seed][1].items():
+            np.testing.assert_allclose(jsvi.get_params(svi, states[seed])[name], value, rtol=1e-6)
+    # the fast path never keeps a tracer from the jitted call
+    assert all(not isinstance(x, jax.core.Tracer) for x in svi._hot)
+
+
 def test_evaluate_loss_equals_the_loss_the_next_update_reports():
     svi = coin_svi()
     state = jsvi.svi_init(svi, 4, COIN_DATA)
