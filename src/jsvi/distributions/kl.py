@@ -24,7 +24,14 @@ from jax.scipy.linalg import solve_triangular
 
 from jsvi._typing import Array
 from jsvi.distributions._base import Distribution, sum_rightmost
-from jsvi.distributions.continuous import Beta, Delta, Exponential, Gamma, Normal
+from jsvi.distributions.continuous import (
+    Beta,
+    Delta,
+    Exponential,
+    Gamma,
+    Normal,
+    log_beta,
+)
 from jsvi.distributions.discrete import Bernoulli, Categorical, OneHotCategorical
 from jsvi.distributions.multivariate import (
     Dirichlet,
@@ -83,8 +90,8 @@ def _kl_beta(p: Beta, q: Beta) -> Array:
         q.concentration0,
     )
     return (
-        special.betaln(a2, b2)
-        - special.betaln(a1, b1)
+        log_beta(a2, b2)
+        - log_beta(a1, b1)
         + (a1 - a2) * special.digamma(a1)
         + (b1 - b2) * special.digamma(b1)
         + (a2 - a1 + b2 - b1) * special.digamma(a1 + b1)
