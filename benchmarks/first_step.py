@@ -32,7 +32,7 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-WORKLOADS = ("coin", "logreg", "minibatch", "partIII", "mixture")
+WORKLOADS = ("coin", "logreg", "minibatch", "partIII", "mixture", "particles512")
 CONTENDERS = ("jsvi", "numpyro")
 
 
@@ -106,6 +106,23 @@ def _builders(workload: str, smoke: bool):
         return (
             lambda: jsvi_pair(svi, X, y, B),
             lambda: numpyro_pair(minibatch.numpyro_svi(B), X, y),
+        )
+    if workload == "particles512":
+        import particles  # noqa: PLC0415
+
+        n, d = (500, 5) if smoke else (5_000, 20)  # as particles.py
+        key_x, key_w = jax.random.split(jax.random.key(42))
+        X = jax.random.normal(key_x, (n, d))
+        y = (X @ jax.random.normal(key_w, (d,)) > 0).astype(jnp.float32)
+        opt = optax.adam(1e-3)
+        svi = jsvi.SVI(
+            core_step.logreg_model,
+            core_step.logreg_guide,
+            opt,
+            jsvi.Trace_ELBO(num_particles=512),
+        )
+        return lambda: jsvi_pair(svi, X, y), lambda: numpyro_pair(
+            particles.numpyro_svi(opt, 512), X, y
         )
     if workload == "mixture":
         import enum_mixture as EM  # noqa: PLC0415
