@@ -338,8 +338,9 @@ class _CompiledRunner:
     def __init__(self, svi: SVI, total: int, skip: bool, args: tuple, kwargs: dict):
         self.svi, self.skip = svi, skip
         self.dynamic, self.static = _split_args(args, kwargs, "svi_run")
-        self.buf = jnp.zeros((total,), jnp.result_type(float))
-        self.rej = jnp.zeros((total,), bool)
+        # From host zeros: jnp.zeros would compile two tiny programs per length.
+        self.buf = jax.device_put(np.zeros((total,), jnp.result_type(float)))
+        self.rej = jax.device_put(np.zeros((total,), bool))
         self.last_args = (args, kwargs)
 
     def run(self, state: SVIState, done: int, length: int):
