@@ -90,10 +90,9 @@ def _builders(workload: str, smoke: bool):
     if workload in ("logreg", "minibatch"):
         import minibatch  # noqa: PLC0415
         import particles  # noqa: PLC0415
+        import suite  # noqa: PLC0415
 
-        key_x, key_w = jax.random.split(jax.random.key(42))
-        X = jax.random.normal(key_x, (N, D))
-        y = (X @ jax.random.normal(key_w, (D,)) > 0).astype(jnp.float32)
+        X, y = suite._logreg_data(N, D)
         opt = optax.adam(1e-3)
         if workload == "logreg":
             svi = jsvi.SVI(
@@ -109,11 +108,9 @@ def _builders(workload: str, smoke: bool):
         )
     if workload == "particles512":
         import particles  # noqa: PLC0415
+        import suite  # noqa: PLC0415
 
-        n, d = (500, 5) if smoke else (5_000, 20)  # as particles.py
-        key_x, key_w = jax.random.split(jax.random.key(42))
-        X = jax.random.normal(key_x, (n, d))
-        y = (X @ jax.random.normal(key_w, (d,)) > 0).astype(jnp.float32)
+        X, y = suite._logreg_data(*((500, 5) if smoke else (5_000, 20)))  # as particles.py
         opt = optax.adam(1e-3)
         svi = jsvi.SVI(
             core_step.logreg_model,

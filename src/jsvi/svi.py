@@ -625,8 +625,9 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, tuple], Any]
         if num_arrays >= 0:
             object.__setattr__(svi, "_hot", (num_arrays, key, plain, passed, zero))
 
-    def cold(state: SVIState, dynamic: tuple) -> tuple[SVIState, Array]:
-        """A step off the hot path: a new key, or a ``num_rejected`` not known zero."""
+    def call(state: SVIState, dynamic: tuple) -> tuple[SVIState, Array]:
+        # Reached off ``svi_update``'s own hot path: a new key, other arguments, or
+        # a ``num_rejected`` not known to be zero.
         num_rejected = state.num_rejected
         if num_rejected is not zero and (
             type(num_rejected) is not array_type
@@ -652,22 +653,6 @@ def _plain_update(svi: SVI, static: _Static) -> Callable[[SVIState, tuple], Any]
             state.params, state.opt_state, state.elbo_state, key, state.step, dynamic
         )
         fields = (params, opt_state, elbo_state, state.rng_key, step, zero, state.param_constraints)
-        return new_state(SVIState, fields), loss
-
-    def call(state: SVIState, dynamic: tuple) -> tuple[SVIState, Array]:
-        # The hot path, as short as it can be: at a small model's step every line
-        # of Python before the dispatch shows in the step time (run between
-        # compiled calls, it runs with cold caches).
-        key = state.rng_key
-        cached = hot[0]
-        if key is not cached[0] or state.num_rejected is not zero:
-            return cold(state, dynamic)
-        if svi._hot[2] is not cached[1]:  # e.g. after a step with other arguments
-            keep_hot(key, cached[1], cached[2])
-        params, opt_state, elbo_state, step, loss = cached[1](
-            state.params, state.opt_state, state.elbo_state, cached[2], state.step, dynamic
-        )
-        fields = (params, opt_state, elbo_state, key, step, zero, state.param_constraints)
         return new_state(SVIState, fields), loss
 
     def lower(state: SVIState, dynamic: tuple):
