@@ -153,7 +153,10 @@ def test_rejection_count_changes_the_draw_and_nothing_else():
     raw = state0._replace(rng_key=jax.random.key_data(state0.rng_key))
     raw_state, raw_loss = jsvi.svi_update(svi, raw, COIN_DATA)
     np.testing.assert_array_equal(raw_loss, plain_loss)
-    assert raw_state.rng_key is raw.rng_key and plain_state.rng_key is state0.rng_key
+    np.testing.assert_array_equal(raw_state.rng_key, raw.rng_key)
+    assert jax.random.key_data(plain_state.rng_key).tolist() == (
+        jax.random.key_data(state0.rng_key).tolist()
+    )
     # a second state with its own key: its own draw, and the first one's unchanged
     other = jsvi.svi_init(svi, jax.random.key(4), COIN_DATA)
     _, other_loss = jsvi.svi_update(svi, other, COIN_DATA)
@@ -183,9 +186,8 @@ def test_svi_update_traces_once():
 
 
 def test_interleaved_states_and_traced_calls_do_not_mix():
-    """``svi_update`` keeps the last key's compiled step on a fast path: states with
-    other keys, a jitted call in between, and a call with other arguments must each
-    still get their own step."""
+    """States with other keys, a jitted call in between, and a call with other
+    arguments must each get their own step: nothing is remembered between calls."""
     svi = coin_svi()
     alone = {}
     for seed in (0, 1):
@@ -212,8 +214,6 @@ def test_interleaved_states_and_traced_calls_do_not_mix():
         np.testing.assert_allclose(losses[seed], alone[seed][0], rtol=1e-6)
         for name, value in alone[seed][1].items():
             np.testing.assert_allclose(jsvi.get_params(svi, states[seed])[name], value, rtol=1e-6)
-    # the fast path never keeps a tracer from the jitted call
-    assert all(not isinstance(x, jax.core.Tracer) for x in svi._hot)
 
 
 def test_evaluate_loss_equals_the_loss_the_next_update_reports():

@@ -1,12 +1,13 @@
-"""``jsvi.validate``: check a model/guide pair once, outside ``jit``, before training.
+"""``jsvi.validate``: check a model/guide pair once, before training.
 
-It runs the guide and then the model replayed against it once, eagerly, and applies
-the same checks ``svi_init`` applies (``jsvi.infer._checks``): model/guide sites,
+It runs the guide and then the model replayed against it once, in one compiled
+program of its own (called from Python, not from inside your ``jit``), and applies
+the same checks ``svi_init`` applies (``jsvi.infer.checks``): model/guide sites,
 shapes against plates, observations, params, supports, and, given an estimator, that
 estimator's own rules (enumeration, baselines). The first problem raises a typed
 ``JsviError`` naming the site; otherwise a ``ValidationReport`` comes back.
 
-May import: ``jsvi.svi``, ``jsvi.infer``, ``jsvi.core``, ``jsvi.errors``.
+May import: ``jsvi.infer``, ``jsvi.core``, ``jsvi._args``, ``jsvi.errors``.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ from typing import Any
 import jax
 import numpy as np
 
+from jsvi._args import merge_args, split_args
 from jsvi._typing import Array, ModelFn, is_concrete
 from jsvi.core.trace import Trace, format_shapes
 from jsvi.errors import ArgumentError
-from jsvi.infer._checks import check_traces, is_internal, value_checks
-from jsvi.infer._common import (
+from jsvi.infer import (
     ELBO,
     check_signatures,
+    check_traces,
     get_traces,
+    is_internal,
     is_reparameterized,
     unconstrain,
     unconstrained_param_fn,
+    value_checks,
 )
-from jsvi.svi import _merge_args, _split_args
 
 __all__ = ["ValidationReport", "validate"]
 
@@ -99,7 +102,8 @@ def validate(
     loss: ELBO | None = None,
     **kwargs: Any,
 ) -> ValidationReport:
-    """Run model and guide once, outside ``jit``, and check everything checkable.
+    """Run model and guide once, as a program of their own, and check everything
+    checkable.
 
     The guide is run with its params at their init values, then the model replayed
     against it. As in ``svi_init``, nothing is drawn at random (so nothing has to
@@ -154,7 +158,7 @@ def validate(
             f"validate: loss must be an ELBO estimator such as jsvi.Trace_ELBO(), got "
             f"{type(loss).__name__}."
         )
-    dynamic, static = _split_args(args, kwargs, "validate")
+    dynamic, static = split_args(args, kwargs, "validate")
     found: dict[str, Any] = {}
     run = functools.partial(_checked_run, model, guide, loss, static, found)
     # One compiled program instead of dozens of eager op-by-op compiles. The
@@ -184,7 +188,7 @@ def _checked_run(
     """Run guide and model at a feasible point; raise structural problems; return
     the value checks' flags and the two log-densities. Static facts about the traces
     (and the checks' messages) go into ``found``."""
-    args, kwargs = _merge_args(static, dynamic)
+    args, kwargs = merge_args(static, dynamic)
     model_tr, guide_tr = get_traces(
         jax.random.key(0), model, guide, _no_params, args, kwargs, draw=False
     )
@@ -202,7 +206,7 @@ def _trace_loss(
 ) -> Any:
     """One estimator evaluation at the init params, for tracing only: surfaces the
     estimator's own structural errors (enumeration dims, baseline shapes, ...)."""
-    args, kwargs = _merge_args(static, dynamic)
+    args, kwargs = merge_args(static, dynamic)
     key = jax.random.key(0)
     model_tr, guide_tr = get_traces(
         key, model, guide, _no_params, args, kwargs, draw=False

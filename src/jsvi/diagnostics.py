@@ -5,23 +5,27 @@ May import: ``jsvi.svi`` and everything below it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jsvi._args import ArgSpec, merge_args, split_args
 from jsvi._typing import PyTree
 from jsvi.errors import ArgumentError
-from jsvi.infer._common import unconstrained_param_fn
-from jsvi.svi import SVI, SVIState, _merge_args, _split_args, _Static, _step_key
+from jsvi.infer import unconstrained_param_fn
+from jsvi.state import SVIState
+from jsvi.step import step_key
+from jsvi.svi import SVI
 
 __all__ = ["gradient_variance"]
 
 
 def _draws(
-    svi: SVI, static: _Static, state: SVIState, dynamic: list, num_samples: int
+    svi: SVI, spec: ArgSpec, state: SVIState, dynamic: list, *, num_samples: int
 ) -> PyTree:
-    args, kwargs = _merge_args(static, dynamic)
+    args, kwargs = merge_args(spec, dynamic)
 
     def grad_one(key):
         def objective(params_u):
@@ -38,14 +42,11 @@ def _draws(
 
         return jax.grad(objective)(state.params)
 
-    keys = jax.random.split(_step_key(state), num_samples)
+    keys = jax.random.split(step_key(state), num_samples)
     grads = jax.lax.map(grad_one, keys, batch_size=min(num_samples, 256))
     mean = jax.tree.map(lambda g: jnp.mean(g, 0), grads)
     variance = jax.tree.map(lambda g: jnp.var(g, 0, ddof=1), grads)
     return {"mean": mean, "variance": variance}
-
-
-_draws_jit = jax.jit(_draws, static_argnums=(0, 1, 4))
 
 
 def gradient_variance(
@@ -90,5 +91,8 @@ def gradient_variance(
         raise ArgumentError(
             f"gradient_variance: num_samples must be an int >= 2, got {num_samples!r}."
         )
-    dynamic, static = _split_args(args, kwargs, "gradient_variance")
-    return _draws_jit(svi, static, state, dynamic, num_samples)
+    dynamic, spec = split_args(args, kwargs, "gradient_variance")
+    # A program of its own per call: a diagnostic keeps nothing compiled (or the
+    # model) alive after it returns.
+    draws = functools.partial(_draws, svi, spec, num_samples=num_samples)
+    return jax.jit(draws)(state, dynamic)

@@ -1,8 +1,14 @@
 """``svi_run``: the whole training loop, compiled, with a progress bar, checkpoints,
 streamed batches, non-finite step rejection and early stopping.
 
-May import: ``jsvi.svi``, ``jsvi.checkpoint``, ``jsvi.infer``, ``jsvi.core``;
-external: ``tqdm`` (optional).
+The loop has one counter, the number of steps tried: ``state.step +
+state.num_rejected`` (accepted plus rejected). ``num_steps`` and
+``checkpoint_every`` both count in it, so a run ends, checkpoints and resumes at
+the same points whether or not some of its steps were rejected.
+
+May import: ``jsvi.step``, ``jsvi.state``, ``jsvi.checkpoint``, ``jsvi._args``,
+``jsvi.errors``; external: ``tqdm`` (optional). It takes the ``SVI`` as an
+argument and never imports ``jsvi.svi``.
 """
 
 from __future__ import annotations
@@ -17,21 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsvi._args import split_args
 from jsvi._typing import Array
 from jsvi.checkpoint import load_state, save_state
 from jsvi.errors import ArgumentError, JsviWarning, NonFiniteError
-from jsvi.infer._common import get_traces, unconstrained_param_fn
-from jsvi.svi import (
-    SVI,
-    SVIState,
-    _objective,
-    _split_args,
-    _Static,
-    _step,
-    _step_key,
-    _update_jit,
-    svi_init,
-)
+from jsvi.state import SVIState
+from jsvi.step import nonfinite_report
 
 __all__ = ["EarlyStopping", "svi_run"]
 
@@ -92,34 +89,6 @@ class _Stopper:
         return self.since_best >= rule.patience
 
 
-def _run_steps(
-    svi: SVI,
-    static: _Static,
-    skip_nonfinite: bool,
-    state: SVIState,
-    dynamic: list,
-    losses: Array,
-    rejected: Array,
-    start: Array,
-    stop: Array,
-) -> tuple[SVIState, Array, Array]:
-    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``.
-
-    The bounds are traced, so one compiled program serves every chunk of a run
-    (and every run of the same length): chunk sizes can follow wall-clock time,
-    checkpoints and early stopping without recompiling.
-    """
-
-    def body(i, carry):
-        st, losses, rejected = carry
-        st, (loss, rej) = _step(svi, static, st, dynamic, skip_nonfinite)
-        return st, losses.at[i].set(loss), rejected.at[i].set(rej)
-
-    return jax.lax.fori_loop(start, stop, body, (state, losses, rejected))
-
-
-_run_steps_jit = jax.jit(_run_steps, static_argnums=(0, 1, 2))
-
 # Seconds of work between two progress-bar refreshes: long enough that the host
 # round trip between chunks costs well under 1% of the loop.
 _CHUNK_SECONDS = 0.25
@@ -176,8 +145,13 @@ def _batch_stream(batches: Any) -> Iterator[tuple[tuple, dict]]:
         yield tuple(item[0]), item[1]
 
 
+def _tried(state: SVIState) -> int:
+    """Steps tried so far, the loop's one counter (accepted plus rejected)."""
+    return int(state.step) + int(state.num_rejected)
+
+
 def svi_run(
-    svi: SVI,
+    svi: Any,
     rng_key: Any,
     num_steps: int,
     *args: Any,
@@ -194,32 +168,37 @@ def svi_run(
     """Run ``num_steps`` SVI steps as one compiled loop.
 
     Equals ``svi_init(svi, rng_key, ...)`` followed by ``num_steps`` calls of
-    ``svi_update``, step for step. The loop is compiled once per loop length and
-    argument shapes, with traced start/stop bounds: without a progress bar, and
-    with no checkpoints or early stopping, it runs in a single call; otherwise in
-    chunks (about a quarter second each with the bar) that share that one program.
-    A second call with the same shapes, including one resuming from
-    ``init_state``, compiles nothing.
+    ``svi_update``, step for step. The steps run in a ``lax.fori_loop`` with
+    traced bounds, compiled once per argument shapes: without a progress bar,
+    checkpoints or early stopping, in a single call; otherwise in chunks (about a
+    quarter second each with the bar) that share that one program. A second call
+    with the same shapes, including one resuming from ``init_state``, compiles
+    nothing.
+
+    Steps are counted as tried (``state.step + state.num_rejected``): a rejected
+    non-finite step counts as one of the ``num_steps`` and towards
+    ``checkpoint_every``, just as it counts as one ``svi_update`` call.
 
     Args:
-        svi: the configuration.
+        svi: the ``jsvi.SVI`` configuration.
         rng_key: key for ``svi_init`` (unused with ``init_state``).
-        num_steps: number of steps to take.
+        num_steps: number of steps to try.
         *args, **kwargs: model and guide arguments.
         progress_bar: show a tqdm bar with the running loss (off without tqdm).
         init_state: continue from this state (its own key continues).
         checkpoint_every, checkpoint_path: save the state to ``checkpoint_path``
-            (atomically, see ``jsvi.save_state``) whenever ``state.step`` is a
-            multiple of ``checkpoint_every``, and at the end. If the file exists
-            when the run starts, the run resumes from it: it continues until
-            ``state.step`` reaches the initial step plus ``num_steps``, so a run
-            killed and started again with the same arguments ends where an
-            uninterrupted one would, bit for bit.
+            (atomically, see ``jsvi.save_state``) after every ``checkpoint_every``
+            steps tried (counted from the state's own start, so at multiples of
+            ``checkpoint_every`` in ``step + num_rejected``) and at the end. If the
+            file exists when the run starts, the run resumes from it and continues
+            until the initial count plus ``num_steps``: a run killed and started
+            again with the same arguments ends where an uninterrupted one would,
+            bit for bit, rejected steps included.
         batches: an iterable of ``(args, kwargs)``, one per step, for data
             streamed from the host (e.g. minibatches of a dataset that does not
             fit on the device). ``svi_init`` uses the first batch; each step is
-            one compiled ``svi_update`` call. Do not pass ``*args``/``**kwargs``
-            as well. If it runs out early, the run stops there with a warning.
+            one compiled step call. Do not pass ``*args``/``**kwargs`` as well.
+            If it runs out early, the run stops there with a warning.
         skip_nonfinite: reject a step whose loss or gradients are not finite: the
             state is kept, but for ``num_rejected`` (its next draw differs).
         max_nonfinite: raise ``NonFiniteError`` after this many consecutive
@@ -233,7 +212,7 @@ def svi_run(
 
     Returns:
         ``(final_state, losses)``: ``losses`` holds the loss of every step this call
-        took, shape ``(steps_taken,)`` (``num_steps`` unless resumed, stopped early
+        tried, shape ``(steps_tried,)`` (``num_steps`` unless resumed, stopped early
         or out of batches).
 
     Example:
@@ -266,15 +245,16 @@ def svi_run(
             args, kwargs = next(stream)
         except StopIteration:
             raise ArgumentError("svi_run: batches is empty.") from None
-    state = init_state if init_state is not None else svi_init(svi, rng_key, *args, **kwargs)
-    target = int(state.step) + num_steps
+    state = init_state if init_state is not None else svi.init(rng_key, *args, **kwargs)
+    target = _tried(state) + num_steps
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         state = load_state(checkpoint_path, like=state)
-    total = target - int(state.step)
+    total = target - _tried(state)
     if total < 0:
         raise ArgumentError(
-            f"svi_run: the checkpoint at {str(checkpoint_path)!r} is at step "
-            f"{int(state.step)}, past the requested end ({target}). Ask for more steps."
+            f"svi_run: the checkpoint at {str(checkpoint_path)!r} has tried "
+            f"{_tried(state)} steps, past the requested end ({target}). Ask for more "
+            "steps."
         )
     if total == 0:
         return state, jnp.zeros((0,), jnp.result_type(float))
@@ -284,7 +264,7 @@ def svi_run(
         bar is not None or stream is not None,
         checkpoint_every,
         stopper.rule.patience if stopper else None,
-        int(state.step),
+        _tried(state),
     )
     runner = (
         _StreamRunner(svi, stream, skip_nonfinite, (args, kwargs))
@@ -296,7 +276,6 @@ def svi_run(
         while done < total:
             length = plan.next(done)
             t0 = time.perf_counter()
-            before = int(state.num_rejected)
             state, chunk_losses, chunk_rejected, length = runner.run(state, done, length)
             if length == 0:
                 warnings.warn(
@@ -307,14 +286,11 @@ def svi_run(
                 break
             done += length
             if skip_nonfinite:
-                if int(state.num_rejected) != before:
-                    streak = _check_streak(
-                        streak, chunk_rejected(), max_nonfinite, svi, state, runner.last_args
-                    )
-                else:
-                    streak = 0
+                streak = _check_streak(
+                    streak, chunk_rejected(), max_nonfinite, svi, state, runner.last_args
+                )
             if checkpoint_path is not None and (
-                int(state.step) % checkpoint_every == 0 or done == total
+                _tried(state) % checkpoint_every == 0 or done == total
             ):
                 save_state(checkpoint_path, state)
             stop = stopper is not None and stopper.update(np.asarray(chunk_losses()))
@@ -335,18 +311,18 @@ def svi_run(
 class _CompiledRunner:
     """Runs chunks of the compiled loop on fixed arguments."""
 
-    def __init__(self, svi: SVI, total: int, skip: bool, args: tuple, kwargs: dict):
-        self.svi, self.skip = svi, skip
-        self.dynamic, self.static = _split_args(args, kwargs, "svi_run")
+    def __init__(self, svi: Any, total: int, skip: bool, args: tuple, kwargs: dict):
+        self.run_steps, self.skip = svi.compiled.run_steps, skip
+        self.dynamic, self.spec = split_args(args, kwargs, "svi_run")
         # From host zeros: jnp.zeros would compile two tiny programs per length.
         self.buf = jax.device_put(np.zeros((total,), jnp.result_type(float)))
         self.rej = jax.device_put(np.zeros((total,), bool))
         self.last_args = (args, kwargs)
 
     def run(self, state: SVIState, done: int, length: int):
-        state, self.buf, self.rej = _run_steps_jit(
-            self.svi, self.static, self.skip, state, self.dynamic,
-            self.buf, self.rej, done, done + length,
+        state, self.buf, self.rej = self.run_steps(
+            state, self.dynamic, self.buf, self.rej, done, done + length,
+            self.spec, self.skip,
         )
         buf, rej = self.buf, self.rej
         return (
@@ -361,10 +337,10 @@ class _CompiledRunner:
 
 
 class _StreamRunner:
-    """Runs steps one compiled ``svi_update`` call per streamed batch."""
+    """Runs steps one compiled step call per streamed batch."""
 
-    def __init__(self, svi: SVI, stream: Iterator, skip: bool, first: tuple):
-        self.svi, self.stream, self.skip = svi, stream, skip
+    def __init__(self, svi: Any, stream: Iterator, skip: bool, first: tuple):
+        self.update, self.stream, self.skip = svi.compiled.update, stream, skip
         self.pending: tuple | None = first
         self.all_losses: list[Array] = []
         self.last_args = first
@@ -380,8 +356,8 @@ class _StreamRunner:
                     batch = next(self.stream)
                 except StopIteration:
                     break
-            dynamic, static = _split_args(batch[0], batch[1], "svi_run")
-            state, (loss, rej) = _update_jit(self.svi, static, state, dynamic, self.skip)
+            dynamic, spec = split_args(batch[0], batch[1], "svi_run")
+            state, loss, rej = self.update(state, dynamic, spec, True)
             losses.append(loss)
             rejected.append(rej)
             self.last_args = batch
@@ -413,7 +389,7 @@ def _check_streak(
     streak: int,
     rejected: np.ndarray,
     max_nonfinite: int,
-    svi: SVI,
+    svi: Any,
     state: SVIState,
     last_args: tuple,
 ) -> int:
@@ -423,34 +399,8 @@ def _check_streak(
             args, kwargs = last_args
             raise NonFiniteError(
                 f"svi_run: {streak} consecutive steps had a non-finite loss or gradient "
-                f"(at step {int(state.step)}). {_nonfinite_report(svi, state, args, kwargs)} "
+                f"(at step {int(state.step)}). {nonfinite_report(svi, state, args, kwargs)} "
                 "Check priors and data for values outside their support, lower the "
                 "learning rate, or initialise parameters elsewhere."
             )
     return streak
-
-
-def _nonfinite_report(svi: SVI, state: SVIState, args: tuple, kwargs: dict) -> str:
-    """Name the sites and parameters that are not finite at ``state``."""
-    key = _step_key(state)
-    param_fn = unconstrained_param_fn(state.params)
-    bad_sites = []
-    try:
-        model_tr, guide_tr = get_traces(key, svi.model, svi.guide, param_fn, args, kwargs)
-        for label, tr in (("model", model_tr), ("guide", guide_tr)):
-            for name, lp in tr.log_probs().items():
-                if not bool(jnp.all(jnp.isfinite(lp))):
-                    bad_sites.append(f"{label} site {name!r}")
-    except Exception as e:  # the report must not hide the original problem
-        bad_sites.append(f"(could not re-run the model: {e})")
-    objective = _objective(svi, state, args, kwargs)
-    grads = jax.grad(lambda p: objective(p)[0])(state.params)
-    bad_params = [
-        name
-        for name, g in grads.items()
-        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
-    ]
-    return (
-        f"Non-finite log-densities at: {', '.join(bad_sites) or 'none'}; non-finite "
-        f"gradients for params: {', '.join(bad_params) or 'none'}."
-    )

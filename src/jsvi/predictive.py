@@ -5,67 +5,26 @@ Each draw runs the model once under ``seed`` (with the guide's values replayed,
 or the posterior sample substituted) and records its sites; ``jax.vmap`` runs all
 draws at once, inside one ``jax.jit`` per argument shapes.
 
-May import (within jsvi): ``jsvi.core``, ``jsvi._typing``, ``jsvi.errors``.
+May import (within jsvi): ``jsvi.core``, ``jsvi._args``, ``jsvi._typing``, ``jsvi.errors``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, NamedTuple
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsvi._typing import Array, ModelFn, Params, PRNGKey, is_concrete
+from jsvi._args import ArgSpec, merge_args, split_args
+from jsvi._typing import Array, ModelFn, Params, PRNGKey
 from jsvi.core.handlers import as_key, block, replay, seed, substitute, trace
 from jsvi.core.runtime import Message
 from jsvi.errors import ArgumentError, ShapeError, SiteError
 
 __all__ = ["Predictive"]
-
-
-class _Static(NamedTuple):
-    """The non-array part of the model arguments (hashable, a jit static)."""
-
-    treedef: Any
-    static_leaves: tuple[tuple[int, Hashable], ...]
-    num_leaves: int
-    static_types: tuple[type, ...] = ()  # equal values of other types: other programs
-
-
-def _is_dynamic(x: Any) -> bool:
-    return isinstance(x, jax.Array | np.ndarray | np.generic | float | complex) or (
-        not is_concrete(x)
-    )
-
-
-def _split(args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, _Static]:
-    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
-    dynamic, static = [], []
-    for i, leaf in enumerate(leaves):
-        if _is_dynamic(leaf):
-            dynamic.append(leaf)
-            continue
-        try:
-            hash(leaf)
-        except TypeError:
-            raise ArgumentError(
-                f"Predictive: model argument leaf #{i} of type {type(leaf).__name__} "
-                "is neither an array nor hashable. Pass data as arrays."
-            ) from None
-        static.append((i, leaf))
-    types = tuple(type(leaf) for _, leaf in static)  # 1 and True: different programs
-    return dynamic, _Static(treedef, tuple(static), len(leaves), types)
-
-
-def _merge(static: _Static, dynamic: list) -> tuple[tuple, dict]:
-    leaves: list[Any] = [None] * static.num_leaves
-    fixed = dict(static.static_leaves)
-    it = iter(dynamic)
-    for i in range(static.num_leaves):
-        leaves[i] = fixed[i] if i in fixed else next(it)
-    return jax.tree.unflatten(static.treedef, leaves)
 
 
 def _check_samples(samples: Any, num_samples: int | None) -> tuple[dict, int]:
@@ -199,14 +158,15 @@ class Predictive:
             self.posterior_samples = None
         self.num_samples = int(num_samples)
         self.return_sites = return_sites
+        # This predictive's own compiled draw (one program per argument structure),
+        # dropped with it.
+        self._compiled = jax.jit(functools.partial(_predict, self), static_argnums=(0,))
 
     def __call__(self, rng_key: Any, *args: Any, **kwargs: Any) -> dict[str, Array]:
         """Draw ``num_samples`` times; return dict site name -> ``(num, ...)``."""
         key = as_key(rng_key, "Predictive")
-        dynamic, static = _split(args, kwargs)
-        return _predict_jit(
-            self, static, key, self.params or {}, self.posterior_samples, dynamic
-        )
+        dynamic, spec = split_args(args, kwargs, "Predictive")
+        return self._compiled(spec, key, self.params or {}, self.posterior_samples, dynamic)
 
     # -- one draw -------------------------------------------------------------
     def _param_fn(self, params: Mapping[str, Any]):
@@ -269,13 +229,13 @@ class Predictive:
 
 def _predict(
     predictive: Predictive,
-    static: _Static,
+    spec: ArgSpec,
     key: PRNGKey,
     params: Mapping[str, Any],
     samples: Mapping[str, Array] | None,
     dynamic: list,
 ) -> dict[str, Array]:
-    args, kwargs = _merge(static, dynamic)
+    args, kwargs = merge_args(spec, dynamic)
     keys = jax.random.split(key, predictive.num_samples)
 
     def one(k: PRNGKey, sample: Mapping[str, Array] | None) -> dict[str, Array]:
@@ -286,5 +246,3 @@ def _predict(
         return jax.vmap(lambda k: one(k, None))(keys)
     return jax.vmap(one)(keys, samples)
 
-
-_predict_jit = jax.jit(_predict, static_argnums=(0, 1))

@@ -8,7 +8,7 @@ evaluates constants at trace time (``jax.ensure_compile_time_eval``), so support
 with constant bounds are concrete even inside ``jit``.
 
 May import (within jsvi): ``jsvi.core``, ``jsvi.transforms``, ``jsvi.constraints``,
-``jsvi.infer._common``, ``jsvi.autoguide.initialization``, ``jsvi._typing``,
+``jsvi.infer.elbo``, ``jsvi.autoguide.initialization``, ``jsvi._typing``,
 ``jsvi.errors``.
 """
 
@@ -29,7 +29,7 @@ from jsvi.core.handlers import seed, trace
 from jsvi.core.runtime import CondIndepStackFrame, Handler, Message
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import ModelGuideMismatchError, ShapeError, SiteError
-from jsvi.infer._common import feasible_draws
+from jsvi.infer import feasible_draws
 from jsvi.transforms import (
     IdentityTransform,
     IndependentTransform,

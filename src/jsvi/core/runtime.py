@@ -1,9 +1,10 @@
 """The message record, the handler stack and ``apply_stack``.
 
-The handler stack is the one piece of global state in jsvi. It exists only while
-a model or guide is being run under handlers: ``Handler.__enter__`` pushes,
-``Handler.__exit__`` pops (also when the model raises), and ``apply_stack`` reads it.
-Nothing else touches it.
+The handler stack is the one piece of global state in jsvi, and it is private to
+each thread: two threads running models at the same time never see each other's
+handlers. It exists only while a model or guide is being run under handlers:
+``Handler.__enter__`` pushes, ``Handler.__exit__`` pops (also when the model
+raises), and ``apply_stack`` reads it. Nothing else touches it.
 
 May import: ``jsvi._typing``, ``jsvi.errors``.
 """
@@ -11,6 +12,7 @@ May import: ``jsvi._typing``, ``jsvi.errors``.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -76,12 +78,24 @@ class Message:
     default: Callable[[Message], Any] | None = None
 
 
-_STACK: list[Handler] = []
+class _ThreadStack(threading.local):
+    """The handler stack, one list per thread."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Handler] = []
+
+
+_LOCAL = _ThreadStack()
+
+
+def _stack() -> list[Handler]:
+    return _LOCAL.handlers
 
 
 def stack_is_empty() -> bool:
-    """True when no handler is active (always the case outside a traced run)."""
-    return not _STACK
+    """True when no handler is active in this thread (always the case outside a
+    traced run)."""
+    return not _LOCAL.handlers
 
 
 def apply_stack(msg: Message) -> Message:
@@ -93,7 +107,7 @@ def apply_stack(msg: Message) -> Message:
     sees it again in ``postprocess``, innermost first.
     """
     applied = []
-    for handler in reversed(_STACK):
+    for handler in reversed(_stack()):
         handler.process(msg)
         applied.append(handler)
         if msg.stop:
@@ -129,7 +143,7 @@ class Handler:
         """Release per-run state."""
 
     def __enter__(self) -> Any:
-        _STACK.append(self)
+        _stack().append(self)
         try:
             return self._on_enter()
         except BaseException:
@@ -139,9 +153,10 @@ class Handler:
     def __exit__(self, exc_type, exc, tb) -> None:
         # Remove this handler and anything left above it (a generator that was not
         # closed, a handler whose exit was skipped), so the stack stays consistent.
-        for i in range(len(_STACK) - 1, -1, -1):
-            if _STACK[i] is self:
-                del _STACK[i:]
+        stack = _stack()
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is self:
+                del stack[i:]
                 break
         self._on_exit()
 

@@ -4,7 +4,7 @@ Also holds the check that warns when a guide is not mean field (a guide site's
 distribution depends on the value of another of its latent sites), done once at
 trace time by data-flow analysis of the guide's jaxpr.
 
-May import: ``jsvi.infer._common``, ``jsvi.distributions`` (``kl`` included),
+May import: ``jsvi.infer.elbo``, ``jsvi.distributions`` (``kl`` included),
 ``jsvi.core``.
 """
 
@@ -25,16 +25,14 @@ from jsvi.core.runtime import Message
 from jsvi.core.trace import Site, site_log_prob
 from jsvi.distributions.kl import NoClosedFormError, kl_divergence
 from jsvi.errors import JsviWarning, SiteError
-from jsvi.infer._common import (
+from jsvi.infer.elbo import (
     ELBO,
-    feasible_draws,
-    get_traces,
     is_reparameterized,
     score_log_prob,
     score_term,
-    user_stacklevel,
     value_preserving,
 )
+from jsvi.infer.traces import feasible_draws, get_traces, user_stacklevel
 
 __all__ = ["GuideDependencyWarning", "TraceMeanField_ELBO", "guide_dependencies"]
 

@@ -1,6 +1,6 @@
 """``Trace_ELBO``: the plain Monte Carlo ELBO with pathwise and score-function parts.
 
-May import: ``jsvi.infer._common`` (and through it ``core``, ``distributions``).
+May import: ``jsvi.infer.elbo`` (and through it ``core``, ``distributions``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from jsvi._typing import Array, ModelFn, PRNGKey, PyTree
 from jsvi.core.runtime import Message
-from jsvi.infer._common import ELBO, elbo_terms, score_term, value_preserving
+from jsvi.infer.elbo import ELBO, elbo_terms, score_term, value_preserving
 
 __all__ = ["Trace_ELBO"]
 

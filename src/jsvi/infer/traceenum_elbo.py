@@ -1,7 +1,7 @@
 """``TraceEnum_ELBO``: the ELBO with discrete latents summed out (model side) or
 averaged exactly (guide side) by parallel enumeration.
 
-May import: ``jsvi.infer._common``, ``jsvi.infer._contract``, ``jsvi.core``
+May import: ``jsvi.infer.elbo``, ``jsvi.infer._contract``, ``jsvi.core``
 (``core.enumeration`` included).
 """
 
@@ -22,16 +22,6 @@ from jsvi.core.runtime import Message
 from jsvi.core.trace import Site, Trace
 from jsvi.distributions import Bernoulli, Categorical, ExpandedDistribution
 from jsvi.errors import ArgumentError, ShapeError, SiteError
-from jsvi.infer._common import (
-    ELBO,
-    MODEL_KEY_OFFSET,
-    check_model_guide,
-    feasible_draws,
-    is_reparameterized,
-    score_log_prob,
-    score_term,
-    value_preserving,
-)
 from jsvi.infer._contract import (
     PlateInfo,
     Variable,
@@ -39,6 +29,14 @@ from jsvi.infer._contract import (
     to_factor,
     to_positional,
 )
+from jsvi.infer.elbo import (
+    ELBO,
+    is_reparameterized,
+    score_log_prob,
+    score_term,
+    value_preserving,
+)
+from jsvi.infer.traces import MODEL_KEY_OFFSET, check_model_guide, feasible_draws
 
 __all__ = ["TraceEnum_ELBO", "guess_max_plate_nesting"]
 

@@ -1,7 +1,7 @@
 """``TraceGraph_ELBO``: score-function gradients with Rao-Blackwellized downstream
 costs and baselines.
 
-May import: ``jsvi.infer._common``, ``jsvi.infer.baselines``.
+May import: ``jsvi.infer.elbo``, ``jsvi.infer.baselines``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from jsvi._typing import Array, ModelFn, PRNGKey, PyTree
 from jsvi.core.runtime import CondIndepStackFrame, Message
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import JsviWarning, SiteError
-from jsvi.infer._common import (
+from jsvi.infer.baselines import BaselineSpec, DecayingAverage, parse_baseline
+from jsvi.infer.elbo import (
     ELBO,
     ElboTerms,
     elbo_terms,
@@ -26,7 +27,6 @@ from jsvi.infer._common import (
     score_term,
     value_preserving,
 )
-from jsvi.infer.baselines import BaselineSpec, DecayingAverage, parse_baseline
 
 __all__ = ["TraceGraph_ELBO", "downstream_costs", "sum_to_plates"]
 

@@ -5,7 +5,7 @@ values, so it works on traced values too (``jax.vmap(jsvi.svi_init)``) and costs
 nothing at run time: ``svi_init`` and ``jsvi.validate`` call it, ``svi_update``
 does not.
 
-May import: ``jsvi.core``, ``jsvi.constraints``, ``jsvi.infer._common``,
+May import: ``jsvi.core``, ``jsvi.constraints``, ``jsvi.infer.elbo``,
 ``jsvi._typing``, ``jsvi.errors``.
 """
 
@@ -39,7 +39,8 @@ from jsvi.errors import (
     SiteError,
     SupportError,
 )
-from jsvi.infer._common import unconstrain, validation_flags
+from jsvi.infer.params import unconstrain
+from jsvi.infer.traces import validation_flags
 
 __all__ = ["check_traces", "is_internal", "value_checks"]
 

@@ -1,0 +1,282 @@
+"""The pure functions behind the SVI loop: initialise a state, take one step, take
+a run of steps. ``jsvi.svi`` and ``jsvi.loop`` compile them.
+
+Each takes the static configuration (``SVI``: model, guide, optimizer, loss,
+validate) as its first argument and everything that changes as pytrees: the
+state, and the model arguments split by ``jsvi._args`` into traced arrays and a
+static ``ArgSpec``. ``Compiled`` holds one ``jax.jit`` of each per configuration;
+it belongs to that configuration and is dropped with it.
+
+May import: ``jsvi.infer``, ``jsvi.state``, ``jsvi._args``, ``jsvi._typing``,
+``jsvi.errors``; external: ``optax``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jsvi import errors
+from jsvi._args import ArgSpec, merge_args
+from jsvi._typing import Array, Params, PRNGKey, is_concrete
+from jsvi.infer import (
+    check_traces,
+    get_traces,
+    unconstrain,
+    unconstrained_param_fn,
+    value_checks,
+)
+from jsvi.state import ParamConstraints, SVIState
+
+__all__ = [
+    "Compiled",
+    "compile_steps",
+    "init_state",
+    "nonfinite_report",
+    "objective",
+    "raise_failed_checks",
+    "run_steps",
+    "step",
+    "step_key",
+    "update",
+]
+
+
+def _no_params(msg: Any) -> None:
+    del msg
+    return None
+
+
+def init_state(svi: Any, rng_key: PRNGKey, dynamic: list, spec: ArgSpec):
+    """``(initial state, value-check flags)``; structural checks raise here.
+
+    Guide and model run once at a feasible point (nothing is drawn): each
+    ``param`` site's init value is mapped to unconstrained space. The flags are
+    keyed ``"index|error class|message"`` and all True when every value check
+    passed (see ``raise_failed_checks``).
+    """
+    args, kwargs = merge_args(spec, dynamic)
+    rng_key, init_key, state_key = jax.random.split(rng_key, 3)
+    model_tr, guide_tr = get_traces(
+        init_key, svi.model, svi.guide, _no_params, args, kwargs, draw=False
+    )
+    params: dict[str, Any] = {}
+    constraints: dict[str, Any] = {}
+    for tr in (guide_tr, model_tr):
+        for name, site in tr.param_sites().items():
+            if name not in params:
+                params[name] = unconstrain(site.value, site.constraint)
+                constraints[name] = site.constraint
+    checks = []
+    if svi.validate:
+        check_traces(model_tr, guide_tr)
+        svi.loss.check_traces(model_tr, guide_tr)
+        checks = value_checks(model_tr, guide_tr)
+    # jit returns dicts with sorted keys: number them to keep the order of checks.
+    flags = {
+        f"{i:06d}|{cls.__name__}|{message}": ok
+        for i, (cls, message, ok) in enumerate(checks)
+    }
+    param_fn = unconstrained_param_fn(params)
+    elbo_state = svi.loss.init_state(state_key, param_fn, svi.model, svi.guide, args, kwargs)
+    if svi.validate:
+        # Trace (never compile) one loss evaluation, so that the estimator's own
+        # structural errors surface here rather than in the first svi_update.
+        jax.eval_shape(
+            lambda: svi.loss.loss_and_aux(
+                rng_key, param_fn, svi.model, svi.guide, elbo_state, args, kwargs
+            )
+        )
+    state = SVIState(
+        params=params,
+        opt_state=svi.optimizer.init(params),
+        elbo_state=elbo_state,
+        rng_key=rng_key,
+        step=jnp.zeros((), jnp.int32),
+        num_rejected=jnp.zeros((), jnp.int32),
+        param_constraints=ParamConstraints(constraints),
+    )
+    return state, flags
+
+
+def raise_failed_checks(flags: Mapping[str, Array], where: str) -> None:
+    """Raise the first failed value check (keys: ``index|error class|message``)."""
+    if not all(is_concrete(v) for v in flags.values()):
+        return  # traced (e.g. svi_init under vmap): value checks need concrete values
+    for key in sorted(flags):
+        if not bool(flags[key]):
+            _, cls_name, message = key.split("|", 2)
+            raise getattr(errors, cls_name)(f"{where}: {message}.")
+
+
+def step_key(state: SVIState) -> PRNGKey:
+    """The key one step draws with: ``fold_in(rng_key, step)``, with
+    ``num_rejected`` mixed into its last word.
+
+    After a rejected (non-finite) step the state is unchanged but for
+    ``num_rejected``, so the retry draws anew; the XOR is the identity while
+    nothing was rejected, and distinct ``(step, num_rejected)`` give distinct keys.
+    """
+    key = jax.random.fold_in(state.rng_key, state.step)
+    data = jax.random.key_data(key)
+    last = jnp.arange(data.shape[-1], dtype=data.dtype) == data.shape[-1] - 1
+    data = data ^ (last * jnp.asarray(state.num_rejected).astype(data.dtype))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+
+
+def objective(svi: Any, state: SVIState, args: tuple, kwargs: dict):
+    """``params_u -> (surrogate loss, (loss, new elbo_state))`` at ``state``'s draw."""
+    key = step_key(state)
+
+    def fn(params_u: Params):
+        return svi.loss.loss_and_aux(
+            key,
+            unconstrained_param_fn(params_u),
+            svi.model,
+            svi.guide,
+            state.elbo_state,
+            args,
+            kwargs,
+        )
+
+    return fn
+
+
+def step(
+    svi: Any, state: SVIState, args: tuple, kwargs: dict, skip_nonfinite: bool
+) -> tuple[SVIState, Array, Array]:
+    """One optimizer step: ``(new state, loss, rejected)``.
+
+    With ``skip_nonfinite``, a step whose loss or gradients are not finite is
+    rejected: the state is kept but for ``num_rejected``, which grows by one.
+    """
+    (_, (loss, elbo_state)), grads = jax.value_and_grad(
+        objective(svi, state, args, kwargs), has_aux=True
+    )(state.params)
+    if isinstance(svi.optimizer, optax.GradientTransformationExtraArgs):
+        updates, opt_state = svi.optimizer.update(
+            grads, state.opt_state, state.params, value=loss
+        )
+    else:
+        updates, opt_state = svi.optimizer.update(grads, state.opt_state, state.params)
+    new_state = state._replace(
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        elbo_state=elbo_state,
+        step=state.step + 1,
+    )
+    if not skip_nonfinite:
+        return new_state, loss, jnp.zeros((), bool)
+    finite = jnp.isfinite(loss)
+    for g in jax.tree.leaves(grads):
+        finite = finite & jnp.all(jnp.isfinite(g))
+    rejected = state._replace(num_rejected=state.num_rejected + 1)
+    chosen = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, rejected)
+    return chosen, loss, ~finite
+
+
+def update(
+    svi: Any, state: SVIState, dynamic: list, spec: ArgSpec, skip_nonfinite: bool = False
+) -> tuple[SVIState, Array] | tuple[SVIState, Array, Array]:
+    """``svi_update``'s step on split arguments: ``(new state, loss)``, or
+    ``(new state, loss, rejected)`` with ``skip_nonfinite``."""
+    args, kwargs = merge_args(spec, dynamic)
+    new_state, loss, rejected = step(svi, state, args, kwargs, skip_nonfinite)
+    return (new_state, loss, rejected) if skip_nonfinite else (new_state, loss)
+
+
+def evaluate(svi: Any, state: SVIState, dynamic: list, spec: ArgSpec) -> Array:
+    """The loss the next step at ``state`` would report."""
+    args, kwargs = merge_args(spec, dynamic)
+    _, (loss, _) = objective(svi, state, args, kwargs)(state.params)
+    return loss
+
+
+def run_steps(
+    svi: Any,
+    state: SVIState,
+    dynamic: list,
+    losses: Array,
+    rejected: Array,
+    start: Array,
+    stop: Array,
+    spec: ArgSpec,
+    skip_nonfinite: bool,
+) -> tuple[SVIState, Array, Array]:
+    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``.
+
+    The bounds are traced, so one compiled program serves every chunk of a run
+    and every run of the same length (a ``lax.fori_loop`` with traced bounds).
+    """
+    args, kwargs = merge_args(spec, dynamic)
+
+    def body(i, carry):
+        st, losses, rejected = carry
+        st, loss, rej = step(svi, st, args, kwargs, skip_nonfinite)
+        return st, losses.at[i].set(loss), rejected.at[i].set(rej)
+
+    return jax.lax.fori_loop(start, stop, body, (state, losses, rejected))
+
+
+class Compiled(NamedTuple):
+    """One ``jax.jit`` of each entry point, bound to one configuration.
+
+    ``jax.jit``'s own cache, one compiled program per argument structure
+    (``ArgSpec``) and shapes, is the only cache. It lives and dies with the
+    configuration object: nothing outside it keeps the model alive.
+    """
+
+    init: Any  # (rng_key, dynamic, spec) -> (state, flags)
+    update: Any  # (state, dynamic, spec, skip_nonfinite=False) -> (state, loss[, rejected])
+    evaluate: Any  # (state, dynamic, spec) -> loss
+    run_steps: Any  # (state, dynamic, losses, rejected, start, stop, spec, skip)
+
+
+def compile_steps(svi: Any) -> Compiled:
+    """``Compiled`` entry points for the configuration ``svi``."""
+    bind = functools.partial
+    return Compiled(
+        init=jax.jit(bind(init_state, svi), static_argnums=(2,)),
+        update=jax.jit(bind(update, svi), static_argnums=(2, 3)),
+        evaluate=jax.jit(bind(evaluate, svi), static_argnums=(2,)),
+        run_steps=jax.jit(bind(run_steps, svi), static_argnums=(6, 7)),
+    )
+
+
+def nonfinite_report(svi: Any, state: SVIState, args: tuple, kwargs: dict) -> str:
+    """Name the sites and parameters that are not finite at ``state``."""
+    bad_params = [
+        name
+        for name, value in state.params.items()
+        if not all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(value))
+    ]
+    bad_sites = []
+    try:
+        key = step_key(state)
+        param_fn = unconstrained_param_fn(state.params)
+        model_tr, guide_tr = get_traces(key, svi.model, svi.guide, param_fn, args, kwargs)
+        for label, tr in (("model", model_tr), ("guide", guide_tr)):
+            for name, lp in tr.log_probs().items():
+                if not bool(jnp.all(jnp.isfinite(lp))):
+                    bad_sites.append(f"{label} site {name!r}")
+        grads = jax.grad(lambda p: objective(svi, state, args, kwargs)(p)[0])(
+            state.params
+        )
+    except Exception as e:  # the report must not hide the original problem
+        bad_sites.append(f"(could not re-run the model: {type(e).__name__}: {e})")
+        grads = {}
+    bad_grads = [
+        name
+        for name, g in grads.items()
+        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+    ]
+    return (
+        f"Non-finite parameter values: {', '.join(bad_params) or 'none'}; non-finite "
+        f"log-densities at: {', '.join(bad_sites) or 'none'}; non-finite gradients "
+        f"for params: {', '.join(bad_grads) or 'none'}."
+    )
