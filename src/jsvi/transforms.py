@@ -55,7 +55,7 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, jax.Array | np.ndarray)
 
 
-def _register_attribute_pytree(cls: type) -> None:
+def register_attribute_pytree(cls: type) -> None:
     """Register ``cls`` as a pytree whose node data lives in ``__dict__``.
 
     Attributes named in ``cls._pytree_data_fields``, and any attribute holding an
@@ -180,7 +180,7 @@ class Transform:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _register_attribute_pytree(cls)
+        register_attribute_pytree(cls)
 
     def __call__(self, x: ArrayLike) -> Array:
         """Map ``x`` (shape ``batch + domain event``) to the codomain."""
@@ -217,7 +217,7 @@ class Transform:
         return f"{type(self).__name__}()"
 
 
-_register_attribute_pytree(Transform)
+register_attribute_pytree(Transform)
 
 
 class IdentityTransform(Transform):

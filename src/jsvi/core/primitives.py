@@ -20,7 +20,15 @@ from jsvi._typing import Array, ArrayLike, DistributionLike, PyTree, Shape, shap
 from jsvi.core.runtime import CondIndepStackFrame, Handler, Message, apply_stack
 from jsvi.errors import ArgumentError, MissingRNGKeyError, ShapeError, SiteError
 
-__all__ = ["deterministic", "factor", "param", "plate", "prng_key", "sample"]
+__all__ = [
+    "FactorDensity",
+    "deterministic",
+    "factor",
+    "param",
+    "plate",
+    "prng_key",
+    "sample",
+]
 
 
 def _missing_key(kind: str, name: str) -> MissingRNGKeyError:
@@ -194,7 +202,7 @@ def deterministic(name: str, value: ArrayLike) -> Array:
     return apply_stack(msg).value
 
 
-class _Factor:
+class FactorDensity:
     """A stand-in distribution whose log-density is a given array (for ``factor``)."""
 
     has_rsample = True
@@ -213,8 +221,8 @@ class _Factor:
         del value
         return self.log_factor
 
-    def expand(self, batch_shape: Shape) -> _Factor:
-        return _Factor(jnp.broadcast_to(self.log_factor, tuple(batch_shape)))
+    def expand(self, batch_shape: Shape) -> FactorDensity:
+        return FactorDensity(jnp.broadcast_to(self.log_factor, tuple(batch_shape)))
 
 
 def factor(name: str, log_factor: ArrayLike) -> None:
@@ -224,7 +232,7 @@ def factor(name: str, log_factor: ArrayLike) -> None:
     ``mask`` apply to it as to any observed site.
     """
     lf = jnp.asarray(log_factor)
-    sample(name, _Factor(lf), obs=jnp.zeros(lf.shape))
+    sample(name, FactorDensity(lf), obs=jnp.zeros(lf.shape))
 
 
 def prng_key() -> Array | None:

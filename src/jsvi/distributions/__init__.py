@@ -11,11 +11,8 @@ May import (within jsvi): ``jsvi.constraints``, ``jsvi.transforms``,
 
 from __future__ import annotations
 
-from jsvi.distributions._base import (
-    Distribution,
-    enable_validation,
-    validation_enabled,
-)
+from jsvi.distributions._base import Distribution
+from jsvi.distributions._util import enable_validation, validation_enabled
 from jsvi.distributions.continuous import (
     Beta,
     Cauchy,

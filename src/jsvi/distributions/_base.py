@@ -15,8 +15,9 @@ never checked in Python; :meth:`Distribution.validation_flags` returns the same
 checks as boolean arrays for deferred checking inside ``jit``.
 
 May import (within jsvi): ``jsvi.constraints``, ``jsvi.transforms``,
-``jsvi._typing``, ``jsvi.errors``. The wrappers used by ``to_event``, ``expand`` and
-``mask`` live in ``jsvi.distributions.wrappers`` and are imported on first use.
+``jsvi._typing``, ``jsvi.errors``. The wrappers that ``to_event``, ``expand``
+and ``mask`` return (``Independent``, ``ExpandedDistribution``,
+``MaskedDistribution``) live here too, beside the methods that make them.
 """
 
 from __future__ import annotations
@@ -26,130 +27,33 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jsvi import constraints
 from jsvi._typing import Array, ArrayLike, PRNGKey, Shape, is_concrete
 from jsvi.constraints import Constraint
+from jsvi.distributions._util import (
+    _arg_flags,
+    _arg_flags_jit,
+    _compiled,
+    _format_bad,
+    _value_flag,
+    _value_flag_jit,
+    as_shape,
+    enable_validation,
+    sum_rightmost,
+    validation_enabled,
+)
 from jsvi.errors import ArgumentError, ShapeError, SupportError
-from jsvi.transforms import _register_attribute_pytree
+from jsvi.transforms import register_attribute_pytree
 
 __all__ = [
     "Distribution",
+    "ExpandedDistribution",
+    "Independent",
+    "MaskedDistribution",
     "enable_validation",
     "validation_enabled",
 ]
-
-_VALIDATION: list[bool] = [True]
-
-
-def enable_validation(flag: bool = True) -> None:
-    """Set the default of ``validate_args`` for distributions created afterwards.
-
-    Args:
-        flag: True (the initial default) checks arguments and observed values of
-            every distribution built with ``validate_args=None``; False skips the
-            checks (no extra work at all).
-
-    Example:
-        >>> enable_validation(False)
-        >>> enable_validation(True)
-    """
-    _VALIDATION[0] = bool(flag)
-
-
-def validation_enabled() -> bool:
-    """The current default of ``validate_args``."""
-    return _VALIDATION[0]
-
-
-# ------------------------------------------------------------------- helpers
-
-
-def as_shape(shape: int | Sequence[int], where: str = "sample_shape") -> Shape:
-    """Normalize a shape given as an int or a sequence of ints to a tuple."""
-    if isinstance(shape, int | np.integer):
-        return (int(shape),)
-    try:
-        return tuple(int(s) for s in shape)
-    except TypeError:
-        raise ArgumentError(
-            f"{where}: expected a tuple of ints, got {shape!r}. Pass e.g. (100,)."
-        ) from None
-
-
-def float_dtype(*args: Any) -> Any:
-    """The floating dtype parameters built from ``args`` should have."""
-    dtype = jnp.result_type(float, *args)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
-    return dtype
-
-
-def int_dtype() -> Any:
-    """The default integer dtype (int32, or int64 under ``jax_enable_x64``)."""
-    return jnp.asarray(0).dtype
-
-
-def promote_params(where: str, **params: ArrayLike) -> list[Array]:
-    """Cast parameters to one float dtype and broadcast them to one shape.
-
-    Raises:
-        ShapeError: if the shapes do not broadcast.
-    """
-    dtype = float_dtype(*params.values())
-    arrays = [jnp.asarray(v, dtype=dtype) for v in params.values()]
-    shapes = [a.shape for a in arrays]
-    try:
-        shape = jnp.broadcast_shapes(*shapes)
-    except ValueError:
-        desc = ", ".join(f"{k} {s}" for k, s in zip(params, shapes, strict=True))
-        raise ShapeError(
-            f"{where}: parameter shapes do not broadcast ({desc}). Give the "
-            "parameters compatible shapes."
-        ) from None
-    return [jnp.broadcast_to(a, shape) for a in arrays]
-
-
-def sum_rightmost(x: Array, n: int) -> Array:
-    """Sum the ``n`` rightmost dims of ``x``."""
-    return jnp.sum(x, axis=tuple(range(-n, 0))) if n > 0 else x
-
-
-def _format_bad(value: Any, ok: Any, event_dim: int) -> str:
-    """The entries of ``value`` where ``ok`` is False, for error messages."""
-    try:
-        v = np.asarray(value)
-        ok_np = np.asarray(ok, dtype=bool)
-        event = v.shape[v.ndim - event_dim :] if event_dim else ()
-        v = np.broadcast_to(v, ok_np.shape + event)
-        bad = v[~ok_np]
-    except (ValueError, TypeError, IndexError):
-        bad = np.asarray(value)
-    return np.array2string(bad, threshold=8, edgeitems=3)
-
-
-def _arg_flags(d: Distribution) -> dict[str, Array]:
-    return {k: jnp.all(v) for k, v in d.validation_flags().items()}
-
-
-def _value_flag(d: Distribution, value: Array) -> Array:
-    return jnp.all(d._value_ok(value))
-
-
-_arg_flags_jit = jax.jit(_arg_flags)
-_value_flag_jit = jax.jit(_value_flag)
-
-
-def _compiled(fn: Any, fallback: Any, *args: Any) -> Any:
-    """Run a check as one compiled call (cheaper than op-by-op on new shapes),
-    falling back to op-by-op evaluation when ``jit`` cannot hash the static data
-    of a user-defined subclass."""
-    try:
-        return fn(*args)
-    except TypeError:
-        return fallback(*args)
-
 
 # ---------------------------------------------------------------------- base
 
@@ -172,7 +76,7 @@ class Distribution:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _register_attribute_pytree(cls)
+        register_attribute_pytree(cls)
 
     def __init__(self, *, validate_args: bool | None = None):
         self._validate_args = (
@@ -404,8 +308,6 @@ class Distribution:
         self._check_expand(batch_shape)
         if batch_shape == self.batch_shape:
             return self
-        from jsvi.distributions.wrappers import ExpandedDistribution  # noqa: PLC0415
-
         return ExpandedDistribution(self, batch_shape)
 
     def _broadcast_params(self, batch_shape: Shape) -> Distribution:
@@ -427,8 +329,6 @@ class Distribution:
 
     def to_event(self, reinterpreted_batch_ndims: int | None = None) -> Distribution:
         """Treat the rightmost batch dims as event dims (all of them by default)."""
-        from jsvi.distributions.wrappers import Independent  # noqa: PLC0415
-
         n = reinterpreted_batch_ndims
         if n is None:
             n = len(self.batch_shape)
@@ -438,8 +338,6 @@ class Distribution:
 
     def mask(self, mask: ArrayLike) -> Distribution:
         """Keep ``log_prob`` only where ``mask`` (broadcast over batch) is True."""
-        from jsvi.distributions.wrappers import MaskedDistribution  # noqa: PLC0415
-
         if mask is True:
             return self
         return MaskedDistribution(self, mask)
@@ -451,4 +349,344 @@ class Distribution:
         )
 
 
-_register_attribute_pytree(Distribution)
+register_attribute_pytree(Distribution)
+
+
+# ------------------------------------------------ batch-shape wrappers
+
+
+def _check_base(where: str, base: Any) -> None:
+    if not isinstance(base, Distribution):
+        raise ArgumentError(
+            f"{where}: base distribution must be a jsvi Distribution, got "
+            f"{type(base).__name__}. Pass e.g. dist.Normal(0., 1.)."
+        )
+
+
+def _resolve_validate(base: Distribution, validate_args: bool | None) -> bool | None:
+    return base._validate_args if validate_args is None else validate_args
+
+
+class Independent(Distribution):
+    """Reinterpret the rightmost ``reinterpreted_batch_ndims`` batch dims as event.
+
+    Args:
+        base_dist: the distribution to wrap.
+        reinterpreted_batch_ndims: how many batch dims become event dims.
+    """
+
+    _pytree_data_fields = ("base_dist",)
+
+    def __init__(
+        self,
+        base_dist: Distribution,
+        reinterpreted_batch_ndims: int,
+        *,
+        validate_args: bool | None = None,
+    ):
+        _check_base("Independent", base_dist)
+        n = reinterpreted_batch_ndims
+        nb = len(base_dist.batch_shape)
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= nb:
+            raise ShapeError(
+                f"Independent: reinterpreted_batch_ndims must be an int in [0, {nb}] "
+                f"for a base with batch_shape {base_dist.batch_shape}, got {n!r}. "
+                "Pass at most as many dims as the base has batch dims."
+            )
+        if isinstance(base_dist, Independent):
+            n = n + base_dist.reinterpreted_batch_ndims
+            base_dist = base_dist.base_dist
+        self.base_dist = base_dist
+        self.reinterpreted_batch_ndims = n
+        super().__init__(validate_args=_resolve_validate(base_dist, validate_args))
+
+    @property
+    def batch_shape(self) -> Shape:
+        b = self.base_dist.batch_shape
+        return b[: len(b) - self.reinterpreted_batch_ndims]
+
+    @property
+    def event_shape(self) -> Shape:
+        b = self.base_dist.batch_shape
+        n = self.reinterpreted_batch_ndims
+        return b[len(b) - n :] + self.base_dist.event_shape
+
+    @property
+    def support(self) -> Constraint:  # type: ignore[override]
+        return constraints.independent(
+            self.base_dist.support, self.reinterpreted_batch_ndims
+        )
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        return self.base_dist.has_rsample
+
+    def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
+        return self.base_dist.sample(key, sample_shape)
+
+    def _log_prob(self, value: ArrayLike) -> Array:
+        lp = self.base_dist._unchecked_log_prob(value)
+        return sum_rightmost(lp, self.reinterpreted_batch_ndims)
+
+    @property
+    def mean(self) -> Array:
+        return self.base_dist.mean
+
+    @property
+    def variance(self) -> Array:
+        return self.base_dist.variance
+
+    def validation_flags(self, value: ArrayLike | None = None) -> dict[str, Array]:
+        flags = self.base_dist.validation_flags()
+        if value is not None:
+            flags["value"] = self._value_ok(jnp.asarray(value))
+        return flags
+
+    def expand(self, batch_shape: int | Sequence[int]) -> Distribution:
+        batch_shape = as_shape(batch_shape, "Independent.expand")
+        self._check_expand(batch_shape)
+        b = self.base_dist.batch_shape
+        n = self.reinterpreted_batch_ndims
+        base = self.base_dist.expand(batch_shape + b[len(b) - n :])
+        return Independent(base, n, validate_args=self._validate_args)
+
+
+class ExpandedDistribution(Distribution):
+    """``base_dist`` broadcast to a larger ``batch_shape`` (independent draws
+    along expanded dims), without broadcasting its parameters.
+
+    The base keeps the shapes of its parameters: ``log_prob`` scores the value under
+    the base and broadcasts the result to the expanded batch shape, and ``sample``
+    draws through the base with the expanded dims as extra sample dims. Work the
+    base does per parameter element (``log(scale)`` of a ``Normal``, the
+    normalization of a ``Categorical``) is then done once per base element, not
+    once per expanded element. Plates expand their sites this way.
+
+    A base with parameters (or a wrapper around one) gets size-1 dims on the left
+    up to the expanded rank, a reshape that copies nothing: every leaf then has
+    one dim per batch dim, so the dims ``jax.vmap`` adds in front of the leaves
+    stay in front of the batch shape and line up with the value.
+
+    Args:
+        base_dist: the distribution to expand.
+        batch_shape: the new batch shape; the base's batch shape must broadcast
+            to it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsvi.distributions import Normal
+        >>> d = ExpandedDistribution(Normal(jnp.zeros(3), 1.0), (4, 3))
+        >>> d.batch_shape, d.base_dist.batch_shape, d.log_prob(jnp.zeros(3)).shape
+        ((4, 3), (1, 3), (4, 3))
+    """
+
+    _pytree_data_fields = ("base_dist",)
+
+    def __init__(
+        self,
+        base_dist: Distribution,
+        batch_shape: Sequence[int],
+        *,
+        validate_args: bool | None = None,
+    ):
+        _check_base("ExpandedDistribution", base_dist)
+        batch_shape = as_shape(batch_shape, "ExpandedDistribution")
+        base_dist._check_expand(batch_shape)
+        if isinstance(base_dist, ExpandedDistribution):
+            base_dist = base_dist.base_dist  # one level of laziness is enough
+        extra = len(batch_shape) - len(base_dist.batch_shape)
+        if extra > 0 and (
+            base_dist.arg_constraints
+            or type(base_dist).expand is not Distribution.expand
+        ):
+            base_dist = base_dist.expand((1,) * extra + tuple(base_dist.batch_shape))
+        self.base_dist = base_dist
+        self._expanded_shape = batch_shape
+        self._base_ndim = len(base_dist.batch_shape)
+        super().__init__(validate_args=_resolve_validate(base_dist, validate_args))
+
+    @property
+    def batch_shape(self) -> Shape:
+        # Dims that ``vmap`` added in front of the base's batch shape stay in front.
+        b = self.base_dist.batch_shape
+        return b[: max(len(b) - self._base_ndim, 0)] + self._expanded_shape
+
+    @property
+    def event_shape(self) -> Shape:
+        return self.base_dist.event_shape
+
+    @property
+    def support(self) -> Constraint:  # type: ignore[override]
+        return self.base_dist.support
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        return self.base_dist.has_rsample
+
+    @property
+    def has_enumerate_support(self) -> bool:  # type: ignore[override]
+        return self.base_dist.has_enumerate_support
+
+    def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
+        sample_shape = as_shape(sample_shape)
+        target, base = self.batch_shape, self.base_dist.batch_shape
+        k = len(target) - len(base)
+        idx = [i for i, s in enumerate(base) if s == 1 and target[k + i] != 1]
+        extra = tuple(target[k + i] for i in idx)
+        draws = self.base_dist.sample(key, sample_shape + target[:k] + extra)
+        ns = len(sample_shape) + k
+        if idx:
+            draws = jnp.squeeze(draws, axis=tuple(ns + len(idx) + i for i in idx))
+            draws = jnp.moveaxis(
+                draws, tuple(range(ns, ns + len(idx))), tuple(ns + i for i in idx)
+            )
+        return jnp.broadcast_to(draws, sample_shape + target + self.event_shape)
+
+    def _log_prob(self, value: ArrayLike) -> Array:
+        lp = self.base_dist._unchecked_log_prob(value)
+        return jnp.broadcast_to(lp, jnp.broadcast_shapes(lp.shape, self.batch_shape))
+
+    def _broadcast_univariate(self, out: Array) -> Array:
+        full = self.batch_shape + self.event_shape
+        return jnp.broadcast_to(out, jnp.broadcast_shapes(jnp.shape(out), full))
+
+    def cdf(self, value: ArrayLike) -> Array:
+        return self._broadcast_univariate(self.base_dist.cdf(value))
+
+    def icdf(self, q: ArrayLike) -> Array:
+        return self._broadcast_univariate(self.base_dist.icdf(q))
+
+    @property
+    def mean(self) -> Array:
+        return jnp.broadcast_to(
+            self.base_dist.mean, self.batch_shape + self.event_shape
+        )
+
+    @property
+    def variance(self) -> Array:
+        full = self.batch_shape + self.event_shape
+        return jnp.broadcast_to(self.base_dist.variance, full)
+
+    def enumerate_support(self, expand: bool = True) -> Array:
+        values = self.base_dist.enumerate_support(expand=False)
+        size = values.shape[0]
+        ones = (1,) * len(self.batch_shape)
+        values = values.reshape((size,) + ones + self.event_shape)
+        if expand:
+            values = jnp.broadcast_to(
+                values, (size,) + self.batch_shape + self.event_shape
+            )
+        return values
+
+    def validation_flags(self, value: ArrayLike | None = None) -> dict[str, Array]:
+        return self.base_dist.validation_flags(value)
+
+    def expand(self, batch_shape: int | Sequence[int]) -> Distribution:
+        batch_shape = as_shape(batch_shape, "ExpandedDistribution.expand")
+        self._check_expand(batch_shape)
+        return self.base_dist.expand(batch_shape)
+
+
+class MaskedDistribution(Distribution):
+    """``base_dist`` whose ``log_prob`` is 0 wherever ``mask`` is False.
+
+    Args:
+        base_dist: the distribution to mask.
+        mask: boolean array broadcastable to ``base_dist.batch_shape`` (or a
+            Python bool).
+    """
+
+    _pytree_data_fields = ("base_dist",)
+
+    def __init__(
+        self,
+        base_dist: Distribution,
+        mask: ArrayLike,
+        *,
+        validate_args: bool | None = None,
+    ):
+        _check_base("MaskedDistribution", base_dist)
+        if not isinstance(mask, bool):
+            mask = jnp.asarray(mask)
+            if mask.dtype != jnp.bool_:
+                raise ArgumentError(
+                    f"MaskedDistribution: mask must be boolean, got dtype "
+                    f"{mask.dtype}. Pass e.g. `x > 0` or `arr.astype(bool)`."
+                )
+            batch = base_dist.batch_shape
+            try:
+                ok = jnp.broadcast_shapes(mask.shape, batch) == batch
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ShapeError(
+                    f"MaskedDistribution: mask of shape {mask.shape} does not "
+                    f"broadcast to batch_shape {batch}. Give the mask the batch shape "
+                    "(or a shape that broadcasts to it)."
+                )
+            mask = jnp.broadcast_to(mask, batch)  # aligned batch dims under vmap
+        self.base_dist = base_dist
+        self._mask = mask
+        super().__init__(validate_args=_resolve_validate(base_dist, validate_args))
+
+    @property
+    def batch_shape(self) -> Shape:
+        return self.base_dist.batch_shape
+
+    @property
+    def event_shape(self) -> Shape:
+        return self.base_dist.event_shape
+
+    @property
+    def support(self) -> Constraint:  # type: ignore[override]
+        return self.base_dist.support
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        return self.base_dist.has_rsample
+
+    @property
+    def has_enumerate_support(self) -> bool:  # type: ignore[override]
+        return self.base_dist.has_enumerate_support
+
+    def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
+        return self.base_dist.sample(key, sample_shape)
+
+    def _value_ok(self, value: Array) -> Array:
+        return self.support.check(value) | ~jnp.asarray(self._mask)
+
+    def _log_prob(self, value: ArrayLike) -> Array:
+        if self._mask is False:
+            shape = jnp.broadcast_shapes(
+                jnp.shape(value)[: jnp.ndim(value) - len(self.event_shape)],
+                self.batch_shape,
+            )
+            return jnp.zeros(shape, dtype=jnp.result_type(float))
+        lp = self.base_dist._unchecked_log_prob(value)
+        return jnp.where(self._mask, lp, jnp.zeros((), dtype=lp.dtype))
+
+    @property
+    def mean(self) -> Array:
+        return self.base_dist.mean
+
+    @property
+    def variance(self) -> Array:
+        return self.base_dist.variance
+
+    def enumerate_support(self, expand: bool = True) -> Array:
+        return self.base_dist.enumerate_support(expand)
+
+    def validation_flags(self, value: ArrayLike | None = None) -> dict[str, Array]:
+        flags = self.base_dist.validation_flags()
+        if value is not None:
+            flags["value"] = self._value_ok(jnp.asarray(value))
+        return flags
+
+    def expand(self, batch_shape: int | Sequence[int]) -> Distribution:
+        batch_shape = as_shape(batch_shape, "MaskedDistribution.expand")
+        self._check_expand(batch_shape)
+        return MaskedDistribution(
+            self.base_dist.expand(batch_shape),
+            self._mask,
+            validate_args=self._validate_args,
+        )

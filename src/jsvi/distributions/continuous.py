@@ -21,12 +21,8 @@ from jax.scipy import special, stats
 from jsvi import constraints
 from jsvi._typing import Array, ArrayLike, PRNGKey, Shape
 from jsvi.constraints import Constraint
-from jsvi.distributions._base import (
-    Distribution,
-    as_shape,
-    float_dtype,
-    promote_params,
-)
+from jsvi.distributions._base import Distribution
+from jsvi.distributions._util import as_shape, float_dtype, promote_params
 from jsvi.errors import ArgumentError, ShapeError
 
 __all__ = [

@@ -23,12 +23,8 @@ from jax.scipy import special
 from jsvi import constraints
 from jsvi._typing import Array, ArrayLike, PRNGKey, Shape, is_concrete
 from jsvi.constraints import Constraint
-from jsvi.distributions._base import (
-    Distribution,
-    float_dtype,
-    int_dtype,
-    promote_params,
-)
+from jsvi.distributions._base import Distribution
+from jsvi.distributions._util import float_dtype, int_dtype, promote_params
 from jsvi.errors import ArgumentError, ShapeError
 
 __all__ = ["Bernoulli", "Binomial", "Categorical", "OneHotCategorical", "Poisson"]

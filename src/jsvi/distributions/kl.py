@@ -23,7 +23,8 @@ from jax.scipy import special
 from jax.scipy.linalg import solve_triangular
 
 from jsvi._typing import Array
-from jsvi.distributions._base import Distribution, sum_rightmost
+from jsvi.distributions._base import Distribution
+from jsvi.distributions._util import sum_rightmost
 from jsvi.distributions.continuous import (
     Beta,
     Delta,

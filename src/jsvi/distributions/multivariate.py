@@ -21,7 +21,8 @@ from jax.scipy.linalg import solve_triangular
 
 from jsvi import constraints
 from jsvi._typing import Array, ArrayLike, PRNGKey, Shape
-from jsvi.distributions._base import Distribution, float_dtype
+from jsvi.distributions._base import Distribution
+from jsvi.distributions._util import float_dtype
 from jsvi.errors import ArgumentError, ShapeError
 
 __all__ = ["Dirichlet", "LowRankMultivariateNormal", "MultivariateNormal"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from jsvi import constraints
 from jsvi._typing import is_concrete, shape_of
-from jsvi.core.primitives import _Factor
+from jsvi.core.primitives import FactorDensity
 from jsvi.core.runtime import CondIndepStackFrame
 from jsvi.core.trace import Site, Trace, site_log_prob
 from jsvi.distributions import (
@@ -69,7 +69,7 @@ def check_traces(model_tr: Trace, guide_tr: Trace) -> None:
     """
     for role, tr in (("guide", guide_tr), ("model", model_tr)):
         for name, site in tr.sample_sites().items():
-            if is_internal(name) or isinstance(site.fn, _Factor):
+            if is_internal(name) or isinstance(site.fn, FactorDensity):
                 continue
             _check_batch_dims(role, site)
             if site.is_observed:
