@@ -666,3 +666,13 @@ def test_structural_checks_run_under_vmap_of_svi_init():
     keys = jax.random.split(jax.random.key(0), 2)
     with pytest.raises(ShapeError, match="sample site 'z'"):
         jax.vmap(lambda k: jsvi.svi_init(svi, k, X3))(keys)
+
+
+def test_docs_errors_lists_every_catalogue_case_and_error_class():
+    import pathlib
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    missing = [name for name in CASES if f"`{name}`" not in text]
+    assert not missing, f"docs/errors.md does not list {missing}"
+    classes = [n for n in jsvi.errors.__all__ if n not in ("JsviError",)]
+    assert not [n for n in classes if f"`{n}`" not in text]

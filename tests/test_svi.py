@@ -368,8 +368,10 @@ def test_static_python_arguments_and_methods():
     typed = jsvi.SVI(typed_model, guide, optax.adam(0.01), jsvi.Trace_ELBO())
     typed_state = typed.init(0, COIN_DATA, 1)
     typed.update(typed_state, COIN_DATA, 1)
+    before = len(seen)
+    assert seen[-1] is int
     typed.update(typed_state, COIN_DATA, True)  # 1 and True are different programs
-    assert seen[-2:] == [int, bool]
+    assert len(seen) > before and set(seen[before:]) == {bool}
     assert list(inspect.signature(jsvi.svi_run).parameters)[:4] == ["svi", "rng_key", "num_steps", "args"]
 
 

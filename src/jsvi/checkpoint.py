@@ -3,15 +3,18 @@ bit-exact.
 
 A checkpoint is one ``.npz``-format file (a zip of ``.npy`` arrays, whatever its
 extension) holding every leaf of the state plus a JSON header that records the
-state's structure: each leaf's path, shape and dtype, and which leaves are PRNG keys
-(stored as their raw key data and impl name). Loading reads it with
-``allow_pickle=False``, so a file can never run code, and checks it against the
-structure of a ``like`` state before anything is returned.
+state's structure: each leaf's path, shape and dtype, which leaves are PRNG keys
+(stored as their raw key data and impl name), and, for an ``SVIState``, each
+parameter's constraint. Loading reads it with ``allow_pickle=False``, so a file
+can never run code; it checks the header against ``like`` (paths, shapes, dtypes,
+constraints), checks the size of every stored array in the zip directory before
+reading it, checks every array against its header entry, and turns any
+corruption into a ``CheckpointError``.
 
 Writes go to a temporary file in the same folder, are flushed to disk, then renamed
 over the target: a crash mid-write leaves the previous checkpoint intact.
 
-May import: ``jsvi._typing``, ``jsvi.errors``.
+May import: ``jsvi.state``, ``jsvi._typing``, ``jsvi.errors``.
 """
 
 from __future__ import annotations
@@ -29,10 +32,35 @@ import numpy as np
 
 from jsvi._typing import PyTree
 from jsvi.errors import CheckpointError
+from jsvi.state import ParamConstraints
 
 __all__ = ["load_state", "save_state"]
 
-_FORMAT = "jsvi-checkpoint-v1"
+_FORMAT = "jsvi-checkpoint-v2"
+_MAX_HEADER_BYTES = 64 * 2**20  # a header describes leaves, it is never this large
+
+
+def _describe_skeleton(skeleton: Any) -> Any:
+    """A JSON-able description of a constraint's static structure."""
+    kind = skeleton[0]
+    if kind == "leaf":
+        return "<array>"
+    if kind == "value":
+        return repr(skeleton[1])
+    _, cls, fields = skeleton
+    return [f"{cls.__module__}.{cls.__qualname__}", [[n, _describe_skeleton(f)] for n, f in fields]]
+
+
+def _constraints_of(state: PyTree) -> dict[str, Any] | None:
+    record = getattr(state, "param_constraints", None)
+    if not isinstance(record, ParamConstraints):
+        return None
+    return {
+        name: {"repr": repr(c), "structure": _describe_skeleton(skeleton)}
+        for (name, c), (_, skeleton) in zip(
+            record.as_dict().items(), record.tree_flatten()[1]
+        )
+    }
 
 
 def _is_key(leaf: Any) -> bool:
@@ -82,7 +110,9 @@ def save_state(path: str | os.PathLike[str], state: PyTree) -> None:
     """
     path = pathlib.Path(path)
     entries, arrays = _describe(state)
-    header = json.dumps({"format": _FORMAT, "leaves": entries})
+    header = json.dumps(
+        {"format": _FORMAT, "leaves": entries, "constraints": _constraints_of(state)}
+    )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -125,41 +155,102 @@ def load_state(path: str | os.PathLike[str], like: PyTree) -> PyTree:
     where = f"load_state({str(path)!r})"
     if not path.exists():
         raise CheckpointError(f"{where}: no such file. Check the path.")
+    expected, _ = _describe(like)
     try:
-        with open(path, "rb") as f:
-            npz = np.load(f, allow_pickle=False)
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            with npz:
-                header = json.loads(bytes(npz["__header__"]).decode())
-                if header.get("format") != _FORMAT:
-                    raise CheckpointError(
-                        f"{where}: not a jsvi checkpoint (format "
-                        f"{header.get('format')!r})."
-                    )
-                stored = header["leaves"]
-                arrays = [npz[f"leaf_{i}"] for i in range(len(stored))]
+        header, arrays = _read(path, where, expected)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, AttributeError, TypeError) as e:
+    except Exception as e:  # any other failure to read is a corrupted file
         raise CheckpointError(
             f"{where}: the file is truncated or corrupted ({type(e).__name__}: {e}). "
             "Resume from an earlier checkpoint or start over."
         ) from e
-    expected, _ = _describe(like)
-    _compare(where, stored, expected)
+    _compare_constraints(where, header.get("constraints"), _constraints_of(like))
     leaves = []
-    for entry, array in zip(stored, arrays):
+    for entry, array in zip(header["leaves"], arrays):
         if entry["key_impl"] is not None:
             leaves.append(jax.random.wrap_key_data(jnp.asarray(array), impl=entry["key_impl"]))
         else:
             leaves.append(jnp.asarray(array))
     treedef = jax.tree.structure(like)
-    return jax.tree.unflatten(treedef, leaves)
+    state = jax.tree.unflatten(treedef, leaves)
+    mine = getattr(like, "param_constraints", None)
+    if isinstance(mine, ParamConstraints) and state.param_constraints != mine:
+        raise CheckpointError(
+            f"{where}: the checkpoint's constraint bounds "
+            f"{state.param_constraints.as_dict()!r} differ from `like`'s "
+            f"{mine.as_dict()!r}. Load it with the SVI it was written for."
+        )
+    return state
+
+
+def _read(path: pathlib.Path, where: str, expected: list[dict]) -> tuple[dict, list]:
+    """The header and arrays of a checkpoint, each checked before it is used."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+        info = members.get("__header__.npy")
+        if info is None or info.file_size > _MAX_HEADER_BYTES:
+            raise CheckpointError(f"{where}: not a jsvi checkpoint (no header).")
+        with archive.open(info) as f:
+            raw = np.lib.format.read_array(f, allow_pickle=False)
+        header = json.loads(bytes(np.asarray(raw, np.uint8)).decode())
+        if not isinstance(header, dict) or header.get("format") != _FORMAT:
+            found = header.get("format") if isinstance(header, dict) else None
+            raise CheckpointError(
+                f"{where}: not a jsvi checkpoint of this version (format {found!r}, "
+                f"expected {_FORMAT!r})."
+            )
+        stored = header.get("leaves")
+        if not isinstance(stored, list) or not all(isinstance(e, dict) for e in stored):
+            raise CheckpointError(f"{where}: the header's list of leaves is malformed.")
+        _compare(where, stored, expected)
+        arrays = []
+        for i, entry in enumerate(stored):
+            name = f"leaf_{i}.npy"
+            member = members.get(name)
+            if member is None:
+                raise CheckpointError(f"{where}: leaf {entry['path']} is missing.")
+            dtype = np.dtype(entry["dtype"])
+            size = int(np.prod(entry["shape"], dtype=np.int64)) * dtype.itemsize
+            if member.file_size > size + 4096:  # .npy's own header is < 4 KiB
+                raise CheckpointError(
+                    f"{where}: leaf {entry['path']} holds {member.file_size} bytes, "
+                    f"but its header says {tuple(entry['shape'])} of {dtype}. The file "
+                    "is corrupted."
+                )
+            with archive.open(member) as f:
+                array = np.lib.format.read_array(f, allow_pickle=False)
+            if array.shape != tuple(entry["shape"]) or array.dtype != dtype:
+                raise CheckpointError(
+                    f"{where}: leaf {entry['path']} is stored as {array.shape} of "
+                    f"{array.dtype}, but its header says {tuple(entry['shape'])} of "
+                    f"{dtype}. The file is corrupted."
+                )
+            arrays.append(array)
+    return header, arrays
+
+
+def _compare_constraints(where: str, stored: Any, expected: Any) -> None:
+    if expected is None:
+        return
+    if not isinstance(stored, dict):
+        raise CheckpointError(
+            f"{where}: the checkpoint records no parameter constraints, but `like` is "
+            "an SVIState. Load it with a matching `like`."
+        )
+    for name, want in expected.items():
+        got = stored.get(name)
+        if not isinstance(got, dict) or got.get("structure") != want["structure"]:
+            found = got.get("repr") if isinstance(got, dict) else None
+            raise CheckpointError(
+                f"{where}: param {name!r} has constraint {found} in the checkpoint, but "
+                f"{want['repr']} in `like`. Its stored unconstrained value would be read "
+                "through the wrong transform; load it with the SVI it was written for."
+            )
 
 
 def _compare(where: str, stored: list[dict], expected: list[dict]) -> None:
-    stored_paths = [e["path"] for e in stored]
+    stored_paths = [e.get("path") for e in stored]
     expected_paths = [e["path"] for e in expected]
     if stored_paths != expected_paths:
         missing = sorted(set(expected_paths) - set(stored_paths))

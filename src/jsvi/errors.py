@@ -1,9 +1,12 @@
-"""Exceptions and warnings raised by jsvi, and helpers that format their messages.
+"""Exceptions and warnings raised by jsvi.
 
 Every error is a ``JsviError`` and also the builtin it refines, so ``except
-ValueError`` keeps working. Messages follow ``<where>: <what is wrong>. <how to fix>.``
+ValueError`` keeps working. Messages follow ``<where>: <what is wrong>. <how to
+fix>.``, where ``<where>`` names the site, param, plate, file or function at
+fault. ``docs/errors.md`` describes each class and lists the malformed programs of
+``tests/test_error_catalogue.py`` that raise it.
 
-Imports only ``jsvi._typing``.
+Imports nothing from jsvi.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ __all__ = [
     "SupportError",
     "NonFiniteError",
     "CheckpointError",
+    "StateError",
     "JsviWarning",
+    "PlateBroadcastWarning",
 ]
 
 
@@ -58,5 +63,15 @@ class CheckpointError(JsviError, OSError):
     """A checkpoint file is missing, corrupted or belongs to another state."""
 
 
+class StateError(JsviError, ValueError):
+    """A state does not belong to this ``SVI``: other params, constraints or
+    optimizer."""
+
+
 class JsviWarning(UserWarning):
     """Base class of jsvi's warnings."""
+
+
+class PlateBroadcastWarning(JsviWarning):
+    """An observed value of size 1 along a plate dim of size > 1 is broadcast and
+    counted once per plate element. Pyro allows it; it is usually a bug."""

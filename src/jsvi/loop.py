@@ -14,6 +14,7 @@ argument and never imports ``jsvi.svi``.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -26,7 +27,13 @@ import numpy as np
 from jsvi._args import split_args
 from jsvi._typing import Array
 from jsvi.checkpoint import load_state, save_state
-from jsvi.errors import ArgumentError, JsviWarning, NonFiniteError
+from jsvi.errors import (
+    ArgumentError,
+    CheckpointError,
+    JsviWarning,
+    NonFiniteError,
+    SupportError,
+)
 from jsvi.state import SVIState
 from jsvi.step import nonfinite_report
 
@@ -232,6 +239,7 @@ def svi_run(
         )
     if checkpoint_every is not None:
         checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+        _check_writable(checkpoint_path)
     stopper = _Stopper(early_stopping) if early_stopping is not None else None
     stream = None
     if batches is not None:
@@ -292,7 +300,7 @@ def svi_run(
             if checkpoint_path is not None and (
                 _tried(state) % checkpoint_every == 0 or done == total
             ):
-                save_state(checkpoint_path, state)
+                _save_finite(checkpoint_path, state)
             stop = stopper is not None and stopper.update(np.asarray(chunk_losses()))
             plan.record(length, time.perf_counter() - t0)
             if bar is not None:
@@ -304,8 +312,51 @@ def svi_run(
         if bar is not None:
             bar.close()
     if checkpoint_path is not None and done < total:
-        save_state(checkpoint_path, state)
+        _save_finite(checkpoint_path, state)
     return state, runner.losses(done)
+
+
+def _check_writable(path: Any) -> None:
+    """Fail before the first step, not at the first checkpoint, when ``path``
+    cannot be written."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise CheckpointError(
+            f"svi_run: checkpoint_path {str(path)!r}: its folder {folder!r} does not "
+            "exist. Create it first (os.makedirs(folder, exist_ok=True))."
+        )
+    if os.path.isdir(os.fspath(path)):
+        raise CheckpointError(
+            f"svi_run: checkpoint_path {str(path)!r} is a folder. Give a file path, "
+            "e.g. os.path.join(folder, 'run.ckpt')."
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".jsvi-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(
+            f"svi_run: checkpoint_path {str(path)!r}: cannot write in {folder!r} "
+            f"({e}). Choose a writable folder."
+        ) from e
+
+
+def _save_finite(path: Any, state: SVIState) -> None:
+    """Write a checkpoint, unless the state holds non-finite params: the last good
+    checkpoint is never overwritten by one."""
+    bad = [
+        name
+        for name, value in state.params.items()
+        if not all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(value))
+    ]
+    if bad:
+        raise NonFiniteError(
+            f"svi_run: params {bad} are not finite at step {int(state.step)}; the "
+            f"checkpoint {str(path)!r} was not overwritten and holds the last finite "
+            "state. Keep skip_nonfinite=True (the default) to reject such steps, check "
+            "the data, or lower the learning rate."
+        )
+    save_state(path, state)
 
 
 class _CompiledRunner:
@@ -320,10 +371,11 @@ class _CompiledRunner:
         self.last_args = (args, kwargs)
 
     def run(self, state: SVIState, done: int, length: int):
-        state, self.buf, self.rej = self.run_steps(
+        state, self.buf, self.rej, flags = self.run_steps(
             state, self.dynamic, self.buf, self.rej, done, done + length,
             self.spec, self.skip,
         )
+        _raise_invalid_data(flags, state, done, None)
         buf, rej = self.buf, self.rej
         return (
             state,
@@ -340,14 +392,15 @@ class _StreamRunner:
     """Runs steps one compiled step call per streamed batch."""
 
     def __init__(self, svi: Any, stream: Iterator, skip: bool, first: tuple):
-        self.update, self.stream, self.skip = svi.compiled.update, stream, skip
+        self.update, self.stream, self.skip = svi.compiled.try_update, stream, skip
+        self.batch_index = -1
         self.pending: tuple | None = first
         self.all_losses: list[Array] = []
         self.last_args = first
 
     def run(self, state: SVIState, done: int, length: int):
         del done
-        losses, rejected = [], []
+        losses, rejected, seen = [], [], []
         for _ in range(length):
             if self.pending is not None:
                 batch, self.pending = self.pending, None
@@ -356,11 +409,15 @@ class _StreamRunner:
                     batch = next(self.stream)
                 except StopIteration:
                     break
+            self.batch_index += 1
             dynamic, spec = split_args(batch[0], batch[1], "svi_run")
-            state, loss, rej = self.update(state, dynamic, spec, True)
+            state, loss, rej, flags = self.update(state, dynamic, spec, self.skip)
+            seen.append((self.batch_index, flags))
             losses.append(loss)
             rejected.append(rej)
             self.last_args = batch
+        for index, flags in seen:  # checked once per chunk: no wait per batch
+            _raise_invalid_data(flags, state, None, index)
         self.all_losses.extend(losses)
         stacked = jnp.stack(losses) if losses else jnp.zeros((0,))
         return (
@@ -375,6 +432,24 @@ class _StreamRunner:
         if not self.all_losses:
             return jnp.zeros((0,), jnp.result_type(float))
         return jnp.stack(self.all_losses)
+
+
+def _raise_invalid_data(
+    flags: dict[str, Array], state: SVIState, done: int | None, batch: int | None
+) -> None:
+    """Raise when a step saw observed values outside their site's support (those
+    steps were rejected; retrying cannot help)."""
+    bad = [name for name, ok in flags.items() if not bool(ok)]
+    if not bad:
+        return
+    where = f"batch #{batch}" if batch is not None else f"the data (from step {done})"
+    raise SupportError(
+        f"svi_run: observed site {bad[0]!r} has values outside its support in "
+        f"{where}; the step was rejected (state at step {int(state.step)}). "
+        + (f"Other sites with invalid values: {bad[1:]}. " if len(bad) > 1 else "")
+        + "Fix the data (e.g. labels of a Bernoulli must be 0 or 1), or pass "
+        "validate_args=False to the distribution if the values are meant."
+    )
 
 
 def _make_bar(total: int):

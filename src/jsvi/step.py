@@ -7,8 +7,8 @@ state, and the model arguments split by ``jsvi._args`` into traced arrays and a
 static ``ArgSpec``. ``Compiled`` holds one ``jax.jit`` of each per configuration;
 it belongs to that configuration and is dropped with it.
 
-May import: ``jsvi.infer``, ``jsvi.state``, ``jsvi._args``, ``jsvi._typing``,
-``jsvi.errors``; external: ``optax``.
+May import: ``jsvi.boundary``, ``jsvi.infer``, ``jsvi.state``, ``jsvi._args``,
+``jsvi._typing``, ``jsvi.errors``; external: ``optax``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import optax
 from jsvi import errors
 from jsvi._args import ArgSpec, merge_args
 from jsvi._typing import Array, Params, PRNGKey, is_concrete
+from jsvi.boundary import check_call
 from jsvi.infer import (
     check_traces,
     get_traces,
@@ -43,6 +44,7 @@ __all__ = [
     "run_steps",
     "step",
     "step_key",
+    "try_update",
     "update",
 ]
 
@@ -147,13 +149,27 @@ def objective(svi: Any, state: SVIState, args: tuple, kwargs: dict):
     return fn
 
 
+def _all_true(flags: Mapping[str, Array]) -> Array | None:
+    ok = None
+    for flag in flags.values():
+        ok = flag if ok is None else ok & flag
+    return ok
+
+
 def step(
-    svi: Any, state: SVIState, args: tuple, kwargs: dict, skip_nonfinite: bool
+    svi: Any,
+    state: SVIState,
+    args: tuple,
+    kwargs: dict,
+    skip_nonfinite: bool,
+    data_ok: Array | None = None,
 ) -> tuple[SVIState, Array, Array]:
     """One optimizer step: ``(new state, loss, rejected)``.
 
-    With ``skip_nonfinite``, a step whose loss or gradients are not finite is
-    rejected: the state is kept but for ``num_rejected``, which grows by one.
+    A rejected step keeps the state but for ``num_rejected``, which grows by one.
+    A step is rejected when ``data_ok`` is False (observed values outside their
+    support: its loss is reported as NaN), and, with ``skip_nonfinite``, when its
+    loss or gradients are not finite (its loss is reported as it was).
     """
     (_, (loss, elbo_state)), grads = jax.value_and_grad(
         objective(svi, state, args, kwargs), has_aux=True
@@ -170,31 +186,54 @@ def step(
         elbo_state=elbo_state,
         step=state.step + 1,
     )
-    if not skip_nonfinite:
+    if not skip_nonfinite and data_ok is None:
         return new_state, loss, jnp.zeros((), bool)
-    finite = jnp.isfinite(loss)
-    for g in jax.tree.leaves(grads):
-        finite = finite & jnp.all(jnp.isfinite(g))
+    accept = jnp.ones((), bool) if data_ok is None else data_ok
+    if skip_nonfinite:
+        accept = accept & jnp.isfinite(loss)
+        for g in jax.tree.leaves(grads):
+            accept = accept & jnp.all(jnp.isfinite(g))
+    if data_ok is not None:
+        loss = jnp.where(data_ok, loss, jnp.nan)
     rejected = state._replace(num_rejected=state.num_rejected + 1)
-    chosen = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, rejected)
-    return chosen, loss, ~finite
+    chosen = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new_state, rejected)
+    return chosen, loss, ~accept
 
 
 def update(
-    svi: Any, state: SVIState, dynamic: list, spec: ArgSpec, skip_nonfinite: bool = False
-) -> tuple[SVIState, Array] | tuple[SVIState, Array, Array]:
-    """``svi_update``'s step on split arguments: ``(new state, loss)``, or
-    ``(new state, loss, rejected)`` with ``skip_nonfinite``."""
+    svi: Any, state: SVIState, dynamic: list, spec: ArgSpec
+) -> tuple[SVIState, Array]:
+    """``svi_update``'s step on split arguments: ``(new state, loss)``.
+
+    The state and arguments are checked against ``svi`` while this is traced
+    (``jsvi.boundary.check_call``); a step on observed values outside their
+    support is rejected, with a NaN loss.
+    """
     args, kwargs = merge_args(spec, dynamic)
-    new_state, loss, rejected = step(svi, state, args, kwargs, skip_nonfinite)
-    return (new_state, loss, rejected) if skip_nonfinite else (new_state, loss)
+    data_ok = _all_true(check_call(svi, state, args, kwargs, "svi_update"))
+    new_state, loss, _ = step(svi, state, args, kwargs, False, data_ok)
+    return new_state, loss
+
+
+def try_update(
+    svi: Any, state: SVIState, dynamic: list, spec: ArgSpec, skip_nonfinite: bool
+) -> tuple[SVIState, Array, Array, dict[str, Array]]:
+    """One step of ``svi_run`` on streamed arguments: ``(new state, loss,
+    rejected, observed-value flags by site)``."""
+    args, kwargs = merge_args(spec, dynamic)
+    flags = check_call(svi, state, args, kwargs, "svi_run")
+    new_state, loss, rejected = step(
+        svi, state, args, kwargs, skip_nonfinite, _all_true(flags)
+    )
+    return new_state, loss, rejected, flags
 
 
 def evaluate(svi: Any, state: SVIState, dynamic: list, spec: ArgSpec) -> Array:
     """The loss the next step at ``state`` would report."""
     args, kwargs = merge_args(spec, dynamic)
+    data_ok = _all_true(check_call(svi, state, args, kwargs, "evaluate_loss"))
     _, (loss, _) = objective(svi, state, args, kwargs)(state.params)
-    return loss
+    return loss if data_ok is None else jnp.where(data_ok, loss, jnp.nan)
 
 
 def run_steps(
@@ -208,19 +247,25 @@ def run_steps(
     spec: ArgSpec,
     skip_nonfinite: bool,
 ) -> tuple[SVIState, Array, Array]:
-    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``.
+    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``;
+    also the observed-value flags by site (the data are the same for every step).
 
     The bounds are traced, so one compiled program serves every chunk of a run
     and every run of the same length (a ``lax.fori_loop`` with traced bounds).
     """
     args, kwargs = merge_args(spec, dynamic)
+    flags = check_call(svi, state, args, kwargs, "svi_run")
+    data_ok = _all_true(flags)
 
     def body(i, carry):
         st, losses, rejected = carry
-        st, loss, rej = step(svi, st, args, kwargs, skip_nonfinite)
+        st, loss, rej = step(svi, st, args, kwargs, skip_nonfinite, data_ok)
         return st, losses.at[i].set(loss), rejected.at[i].set(rej)
 
-    return jax.lax.fori_loop(start, stop, body, (state, losses, rejected))
+    state, losses, rejected = jax.lax.fori_loop(
+        start, stop, body, (state, losses, rejected)
+    )
+    return state, losses, rejected, flags
 
 
 class Compiled(NamedTuple):
@@ -232,7 +277,8 @@ class Compiled(NamedTuple):
     """
 
     init: Any  # (rng_key, dynamic, spec) -> (state, flags)
-    update: Any  # (state, dynamic, spec, skip_nonfinite=False) -> (state, loss[, rejected])
+    update: Any  # (state, dynamic, spec) -> (state, loss)
+    try_update: Any  # (state, dynamic, spec, skip) -> (state, loss, rejected, flags)
     evaluate: Any  # (state, dynamic, spec) -> loss
     run_steps: Any  # (state, dynamic, losses, rejected, start, stop, spec, skip)
 
@@ -242,7 +288,8 @@ def compile_steps(svi: Any) -> Compiled:
     bind = functools.partial
     return Compiled(
         init=jax.jit(bind(init_state, svi), static_argnums=(2,)),
-        update=jax.jit(bind(update, svi), static_argnums=(2, 3)),
+        update=jax.jit(bind(update, svi), static_argnums=(2,)),
+        try_update=jax.jit(bind(try_update, svi), static_argnums=(2, 3)),
         evaluate=jax.jit(bind(evaluate, svi), static_argnums=(2,)),
         run_steps=jax.jit(bind(run_steps, svi), static_argnums=(6, 7)),
     )

@@ -181,7 +181,7 @@ def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SV
         1.0
     """
     dynamic, spec = split_args(args, kwargs, "svi_update")
-    return svi.compiled.update(state, dynamic, spec, False)
+    return svi.compiled.update(state, dynamic, spec)
 
 
 def evaluate_loss(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> Array:

@@ -12,6 +12,7 @@ May import: ``jsvi.core``, ``jsvi.constraints``, ``jsvi.infer.elbo``,
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,12 +36,13 @@ from jsvi.errors import (
     ArgumentError,
     JsviError,
     NonFiniteError,
+    PlateBroadcastWarning,
     ShapeError,
     SiteError,
     SupportError,
 )
 from jsvi.infer.params import unconstrain
-from jsvi.infer.traces import validation_flags
+from jsvi.infer.traces import user_stacklevel, validation_flags
 
 __all__ = ["check_traces", "is_internal", "value_checks"]
 
@@ -72,6 +74,7 @@ def check_traces(model_tr: Trace, guide_tr: Trace) -> None:
             if is_internal(name) or isinstance(site.fn, FactorDensity):
                 continue
             _check_batch_dims(role, site)
+            _check_mask_and_scale(role, site)
             if site.is_observed:
                 _check_obs(role, site)
     _check_plates(model_tr, guide_tr)
@@ -108,6 +111,36 @@ def _check_batch_dims(role: str, site: Site) -> None:
         )
 
 
+def _check_mask_and_scale(role: str, site: Site) -> None:
+    """A mask or scale may only broadcast into the site's log-density, never widen
+    it: an ``(N, 1)`` mask in a plate of ``N`` would count every element ``N``
+    times."""
+    event_ndim = len(tuple(site.fn.event_shape))
+    value_shape = shape_of(site.value)
+    batch = tuple(site.fn.batch_shape)
+    try:
+        lp_shape = jnp.broadcast_shapes(value_shape[: len(value_shape) - event_ndim], batch)
+    except ValueError:
+        return  # the value's own shape problem is reported elsewhere
+    for label, factor in (("mask", site.mask), ("scale", site.scale)):
+        if factor is None:
+            continue
+        shape = shape_of(factor)
+        try:
+            widened = jnp.broadcast_shapes(shape, lp_shape) != tuple(lp_shape)
+        except ValueError:
+            widened = True
+        if widened:
+            raise ShapeError(
+                f"{role} site {site.name!r}: its {label} has shape {shape}, which does "
+                f"not fit the site's log-density of shape {tuple(lp_shape)} "
+                f"({_plates_text(site.cond_indep_stack)}): it would widen the "
+                "log-density and count elements more than once, or does not broadcast "
+                f"at all. Give the {label} the site's batch shape {tuple(lp_shape)} (or "
+                "a shape that broadcasts to it, e.g. without a trailing size-1 dim)."
+            )
+
+
 def _check_obs(role: str, site: Site) -> None:
     value, fn = site.value, site.fn
     leaves = jax.tree.leaves(value)
@@ -142,6 +175,20 @@ def _check_obs(role: str, site: Site) -> None:
         )
     batch_ndim = len(shape) - len(event_shape)
     for f in site.cond_indep_stack:
+        if not f.vectorized:
+            continue
+        has_dim = bool(shape) and batch_ndim >= -f.dim
+        if f.subsample_size > 1 and (not shape or (has_dim and shape[batch_ndim + f.dim] == 1)):
+            warnings.warn(
+                f"{role} site {site.name!r}: the observed value of shape {shape} has "
+                f"size 1 along plate {f.name!r} (size {f.subsample_size}, dim {f.dim}), "
+                f"so one value is counted {f.subsample_size} times. If that is meant, "
+                "expand the data to the plate's size; if it is a loader's short last "
+                "batch, drop it or pad it.",
+                PlateBroadcastWarning,
+                stacklevel=user_stacklevel(),
+            )
+            continue
         if f.vectorized and shape and batch_ndim < -f.dim:
             raise ShapeError(
                 f"{role} site {site.name!r}: obs has shape {shape}, which has no dim "
