@@ -102,7 +102,8 @@ def main() -> None:
         print(f"{r['workload']:<18}{str(r['identical_update_hlo']):>9}"
               f"{r['update_ratio_median']:>12.3f}{r['svi_init_s']['checked']:>13.3f}"
               f"{r['svi_init_s']['unchecked']:>14.3f}{r['validate_s']:>14.3f}")
-    path = write("validation_cost", {"context": context(), "rows": rows}, opts.out)
+    payload = {"context": context(), "smoke": opts.smoke, "rows": rows}
+    path = write("validation_cost" + ("-smoke" if opts.smoke else ""), payload, opts.out)
     print(f"wrote {path}")
 
 
