@@ -77,7 +77,7 @@ def sizes(smoke: bool) -> dict:
     if smoke:
         return dict(smoke=True, N=2_000, D=5, coin_S=200, logreg_S=20, rounds=2,
                     dispatch_blocks=2, dispatch_calls=20, processes=1)
-    return dict(smoke=False, N=50_000, D=20, coin_S=20_000, logreg_S=500, rounds=7,
+    return dict(smoke=False, N=50_000, D=20, coin_S=10_000, logreg_S=500, rounds=15,
                 dispatch_blocks=10, dispatch_calls=200, processes=5)
 
 
@@ -138,6 +138,8 @@ def numpyro_loop(svi, S: int):
 
 
 def bench_loop(name, model, guide, hand, numpyro_svi, data, S, rounds, entry=True) -> dict:
+    """Part (a) on one workload; ``entry=False`` (smoke) leaves out the second
+    compilations (``jsvi_noskip``, ``hand_again``) and NumPyro's own entry points."""
     opt = optax.adam(LR)
     svi = jsvi.SVI(model, guide, opt, jsvi.Trace_ELBO())
     key = jax.random.key(0)
@@ -168,12 +170,10 @@ def bench_loop(name, model, guide, hand, numpyro_svi, data, S, rounds, entry=Tru
 
         return run
 
-    contenders = {
-        "jsvi": jsvi_runner("jsvi", True),
-        "jsvi_noskip": jsvi_runner("jsvi_noskip", False),
-        "hand": hand_runner("hand"),
-        "hand_again": hand_runner("hand_again"),
-    }
+    contenders = {"jsvi": jsvi_runner("jsvi", True), "hand": hand_runner("hand")}
+    if entry:  # not in smoke runs: the same code as jsvi and hand, compiled again
+        contenders["jsvi_noskip"] = jsvi_runner("jsvi_noskip", False)
+        contenders["hand_again"] = hand_runner("hand_again")
     np_svi = numpyro_svi(opt)
     np_extra = {}
     if np_svi is not None:
@@ -215,14 +215,16 @@ def bench_loop(name, model, guide, hand, numpyro_svi, data, S, rounds, entry=Tru
         "loop": stats,
         "per_step_s": per_step,
         "ratio_hand": stats["jsvi"]["paired"]["hand"],
-        "ratio_noskip_hand": stats["jsvi_noskip"]["paired"]["hand"],
-        "control_ratio": stats["hand_again"]["paired"]["hand"],
+        "ratio_noskip_hand": stats.get("jsvi_noskip", {}).get("paired", {}).get("hand"),
+        "control_ratio": stats.get("hand_again", {}).get("paired", {}).get("hand"),
         "jsvi_svi_init_compiled_s": jsvi_init_s,
         "final_loss_mean": tail,
     }
     if np_svi is not None:
         row["ratio_numpyro"] = stats["jsvi"]["paired"]["numpyro"]
-        row["ratio_noskip_numpyro"] = stats["jsvi_noskip"]["paired"]["numpyro"]
+        row["ratio_noskip_numpyro"] = (
+            stats.get("jsvi_noskip", {}).get("paired", {}).get("numpyro")
+        )
         row["numpyro_entry_points"] = np_extra
     return row
 
@@ -230,7 +232,7 @@ def bench_loop(name, model, guide, hand, numpyro_svi, data, S, rounds, entry=Tru
 # --- (b) dispatch ---------------------------------------------------------------------
 
 
-def bench_dispatch(workload: tuple, blocks: int, calls: int) -> dict:
+def bench_dispatch(workload: tuple, blocks: int, calls: int, control: bool = True) -> dict:
     name, model, guide, _, _, data, _ = workload
     svi = jsvi.SVI(model, guide, optax.adam(LR), jsvi.Trace_ELBO())
     state0 = jsvi.svi_init(svi, jax.random.key(0), *data)
@@ -239,7 +241,6 @@ def bench_dispatch(workload: tuple, blocks: int, calls: int) -> dict:
     def bare_jit():  # the data arrays are the traced leaves, in order
         return jax.jit(lambda s, *xs: jsvi.step.update(svi, s, list(xs), spec, False))
 
-    bare, bare_again = bare_jit(), bare_jit()
     box = {"svi_update": state0, "bare_jit": state0, "bare_jit_again": state0}
 
     def run_update():
@@ -253,15 +254,10 @@ def bench_dispatch(workload: tuple, blocks: int, calls: int) -> dict:
 
         return run
 
-    stats = interleaved(
-        {
-            "svi_update": run_update,
-            "bare_jit": runner("bare_jit", bare),
-            "bare_jit_again": runner("bare_jit_again", bare_again),
-        },
-        blocks=blocks,
-        calls=calls,
-    )
+    contenders = {"svi_update": run_update, "bare_jit": runner("bare_jit", bare_jit())}
+    if control:
+        contenders["bare_jit_again"] = runner("bare_jit_again", bare_jit())
+    stats = interleaved(contenders, blocks=blocks, calls=calls)
     same = all(
         bool(jnp.all(box["svi_update"].params[k] == box["bare_jit"].params[k]))
         for k in box["svi_update"].params
@@ -270,7 +266,7 @@ def bench_dispatch(workload: tuple, blocks: int, calls: int) -> dict:
         "workload": name,
         "calls": stats,
         "ratio": stats["svi_update"]["paired"]["bare_jit"],
-        "control_ratio": stats["bare_jit_again"]["paired"]["bare_jit"],
+        "control_ratio": stats.get("bare_jit_again", {}).get("paired", {}).get("bare_jit"),
         "same_params": same,
     }
 
@@ -322,6 +318,10 @@ def bench_cold(processes: int, smoke: bool, names: tuple[str, ...]) -> list[dict
 # --- driver ------------------------------------------------------------------------------
 
 
+def _num(x, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
@@ -338,18 +338,22 @@ def main() -> None:
     processes = opts.processes or sz["processes"]
     jnp.zeros(()).block_until_ready()
 
+    wall = {}
+    t0 = time.perf_counter()
     wls = workloads(sz)
     loops = [bench_loop(*w, rounds, entry=not opts.smoke) for w in wls]
+    wall["loop"] = time.perf_counter() - t0
     print(f"(a) compiled loop, {rounds} interleaved rounds; per step in us")
     print(f"{'workload':<24}{'S':>7}{'jsvi':>9}{'noskip':>9}{'hand':>9}{'numpyro':>9}"
           f"{'j/hand':>8}{'ns/hand':>8}{'j/np':>8}{'ns/np':>8}{'control':>9}")
     for r in loops:
         p = {k: 1e6 * v for k, v in r["per_step_s"].items()}
-        print(f"{r['workload']:<24}{r['steps_per_loop']:>7}{p['jsvi']:>9.2f}"
-              f"{p['jsvi_noskip']:>9.2f}{p['hand']:>9.2f}{p.get('numpyro', np.nan):>9.2f}"
-              f"{r['ratio_hand']:>8.3f}{r['ratio_noskip_hand']:>8.3f}"
-              f"{r.get('ratio_numpyro', np.nan):>8.3f}"
-              f"{r.get('ratio_noskip_numpyro', np.nan):>8.3f}{r['control_ratio']:>9.3f}")
+        print(f"{r['workload']:<24}{r['steps_per_loop']:>7}" + "".join(
+            f"{_num(p.get(k), 2):>9}" for k in ("jsvi", "jsvi_noskip", "hand", "numpyro")
+        ) + "".join(
+            f"{_num(r.get(k), 3):>8}" for k in
+            ("ratio_hand", "ratio_noskip_hand", "ratio_numpyro", "ratio_noskip_numpyro")
+        ) + f"{_num(r['control_ratio'], 3):>9}")
     for r in loops:
         extra = r.get("numpyro_entry_points")
         if extra:
@@ -357,14 +361,22 @@ def main() -> None:
                   f"(compiles every call), init() {extra['init_s']:.4f} s; jsvi svi_init "
                   f"(compiled) {r['jsvi_svi_init_compiled_s']:.4f} s")
 
-    dispatch = bench_dispatch(wls[0], sz["dispatch_blocks"], sz["dispatch_calls"])
+    t0 = time.perf_counter()
+    dispatch = bench_dispatch(
+        wls[0], sz["dispatch_blocks"], sz["dispatch_calls"], control=not opts.smoke
+    )
+    wall["dispatch"] = time.perf_counter() - t0
     c = dispatch["calls"]
-    print(f"(b) dispatch, {dispatch['workload']}: svi_update {1e6 * c['svi_update']['median_s']:.1f} us, bare "
-          f"jit {1e6 * c['bare_jit']['median_s']:.1f} us, ratio {dispatch['ratio']:.3f}, "
-          f"control {dispatch['control_ratio']:.3f}, same params {dispatch['same_params']}")
+    print(f"(b) dispatch, {dispatch['workload']}: svi_update "
+          f"{1e6 * c['svi_update']['median_s']:.1f} us, bare jit "
+          f"{1e6 * c['bare_jit']['median_s']:.1f} us, ratio {dispatch['ratio']:.3f}, "
+          f"control {_num(dispatch['control_ratio'], 3)}, "
+          f"same params {dispatch['same_params']}")
 
     names = ("logreg",) if opts.smoke else ("coin", "logreg")
+    t0 = time.perf_counter()
     cold = bench_cold(processes, opts.smoke, names)
+    wall["first_step"] = time.perf_counter() - t0
     print(f"(c) first step, median over {processes} fresh process(es), s")
     for r in cold:
         print(f"  {r['workload']:<8} svi_init {r['svi_init_s']:.3f}  first svi_update "
@@ -381,6 +393,7 @@ def main() -> None:
         "rows": loops,
         "dispatch": dispatch,
         "first_step": cold,
+        "wall_s": wall,
     }
     path = write("step_cost" + ("-smoke" if opts.smoke else ""), payload, opts.out)
     print(f"wrote {path}")
