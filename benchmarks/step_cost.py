@@ -38,13 +38,17 @@ Results go to ``results/step_cost-<device>.json``.
 
 Usage: ``python benchmarks/step_cost.py [--smoke] [--out DIR] [--rounds R]
 [--processes K]``. ``--smoke`` (for CI) runs the logistic regression only, at
-N=2,000, D=5, in all three parts, with two rounds and one cold process.
+N=2,000, D=5, in all three parts, with two rounds and one cold process, and
+leaves out the second compilations (``jsvi_noskip`` and the controls) and
+NumPyro's ``run``. The result file records the load average at the start and
+the end (``loadavg``): the figures are only as steady as the machine was.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -337,6 +341,7 @@ def main() -> None:
     rounds = opts.rounds or sz["rounds"]
     processes = opts.processes or sz["processes"]
     jnp.zeros(()).block_until_ready()
+    load_start = os.getloadavg()
 
     wall = {}
     t0 = time.perf_counter()
@@ -394,6 +399,7 @@ def main() -> None:
         "dispatch": dispatch,
         "first_step": cold,
         "wall_s": wall,
+        "loadavg": {"start": load_start, "end": os.getloadavg()},
     }
     path = write("step_cost" + ("-smoke" if opts.smoke else ""), payload, opts.out)
     print(f"wrote {path}")
