@@ -165,7 +165,7 @@ def main() -> None:
         "independent_pixel_baseline": baseline,
         "rows": [{"library": name, **row} for name, row in rows.items()],
     }
-    path = write("vae_digits", payload, opts.out)
+    path = write("vae_digits" + ("-smoke" if opts.smoke else ""), payload, opts.out)
     for name, row in rows.items():
         print(
             f"{name:8s} held-out ELBO {row['heldout_elbo']:8.2f} +- "

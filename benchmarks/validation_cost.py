@@ -29,12 +29,12 @@ from _harness import context, interleaved, write
 from core_step import coin_guide, coin_model, logreg_guide, logreg_model
 
 import jsvi
-from jsvi.svi import _plain_update, _split_args
+from jsvi._args import split_args
 
 
 def _hlo(svi: jsvi.SVI, state: jsvi.SVIState, data: tuple) -> str:
-    dynamic, static = _split_args(data, {}, "bench")
-    text = _plain_update(svi, static).lower(state, dynamic).compile().as_text()
+    dynamic, spec = split_args(data, {}, "bench")
+    text = svi.compiled.update.lower(state, dynamic, spec, False).compile().as_text()
     # Compare instructions only: drop source locations (they name the call site).
     text = re.sub(r", metadata=\{[^}]*\}", "", text)
     lines = [ln for ln in text.splitlines() if not re.match(r"^\d+ \{", ln)]
@@ -102,7 +102,8 @@ def main() -> None:
         print(f"{r['workload']:<18}{str(r['identical_update_hlo']):>9}"
               f"{r['update_ratio_median']:>12.3f}{r['svi_init_s']['checked']:>13.3f}"
               f"{r['svi_init_s']['unchecked']:>14.3f}{r['validate_s']:>14.3f}")
-    path = write("validation_cost", {"context": context(), "rows": rows}, opts.out)
+    payload = {"context": context(), "smoke": opts.smoke, "rows": rows}
+    path = write("validation_cost" + ("-smoke" if opts.smoke else ""), payload, opts.out)
     print(f"wrote {path}")
 
 
