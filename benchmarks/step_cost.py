@@ -26,7 +26,7 @@ Adam(1e-3), as in ``core_step.py``. Three measurements:
     control, ``hand_again``, is the hand-written loop compiled a second time.
 (b) **Dispatch.** ``jsvi.svi_update(svi, state, data)`` from Python against a
     bare ``jax.jit`` of the same pure step with the same arguments,
-    ``jax.jit(lambda s, x: jsvi.step.update(svi, s, [x], spec, False))``, each in
+    ``jax.jit(lambda s, x: jsvi.step.update(svi, s, [x], spec))``, each in
     a Python loop feeding back its state, on the coin; control: the bare jit
     compiled a second time.
 (c) **First step.** In fresh Python processes (one per workload and repeat), after
@@ -243,7 +243,7 @@ def bench_dispatch(workload: tuple, blocks: int, calls: int, control: bool = Tru
     _, spec = split_args(data, {}, "bench")
 
     def bare_jit():  # the data arrays are the traced leaves, in order
-        return jax.jit(lambda s, *xs: jsvi.step.update(svi, s, list(xs), spec, False))
+        return jax.jit(lambda s, *xs: jsvi.step.update(svi, s, list(xs), spec))
 
     box = {"svi_update": state0, "bare_jit": state0, "bare_jit_again": state0}
 

@@ -34,7 +34,7 @@ from jsvi._args import split_args
 
 def _hlo(svi: jsvi.SVI, state: jsvi.SVIState, data: tuple) -> str:
     dynamic, spec = split_args(data, {}, "bench")
-    text = svi.compiled.update.lower(state, dynamic, spec, False).compile().as_text()
+    text = svi.compiled.update.lower(state, dynamic, spec).compile().as_text()
     # Compare instructions only: drop source locations (they name the call site).
     text = re.sub(r", metadata=\{[^}]*\}", "", text)
     lines = [ln for ln in text.splitlines() if not re.match(r"^\d+ \{", ln)]

@@ -206,7 +206,7 @@ def svi_run(
             fit on the device). ``svi_init`` uses the first batch; each step is
             one compiled step call. Do not pass ``*args``/``**kwargs`` as well.
             If it runs out early, the run stops there with a warning.
-        skip_nonfinite: reject a step whose loss or gradients are not finite: the
+        skip_nonfinite: reject a step whose loss or updated params (hence gradients) are not finite: the
             state is kept, but for ``num_rejected`` (its next draw differs).
         max_nonfinite: raise ``NonFiniteError`` after this many consecutive
             rejections, naming the sites and parameters that were not finite

@@ -190,13 +190,18 @@ def step(
         return new_state, loss, jnp.zeros((), bool)
     accept = jnp.ones((), bool) if data_ok is None else data_ok
     if skip_nonfinite:
+        # A non-finite gradient makes the updated params non-finite, so checking
+        # the step's outputs (computed anyway) catches it without reading the
+        # gradients a second time (which makes XLA duplicate their computation).
         accept = accept & jnp.isfinite(loss)
-        for g in jax.tree.leaves(grads):
-            accept = accept & jnp.all(jnp.isfinite(g))
+        for p in jax.tree.leaves(new_state.params):
+            accept = accept & jnp.all(jnp.isfinite(p))
     if data_ok is not None:
         loss = jnp.where(data_ok, loss, jnp.nan)
     rejected = state._replace(num_rejected=state.num_rejected + 1)
-    chosen = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new_state, rejected)
+    # A conditional, not an elementwise select over the state: XLA compiles a
+    # select of every leaf on a loss-dependent flag into a far larger program.
+    chosen = jax.lax.cond(accept, lambda: new_state, lambda: rejected)
     return chosen, loss, ~accept
 
 

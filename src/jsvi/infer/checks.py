@@ -263,8 +263,9 @@ def _check_shared_params(model_tr: Trace, guide_tr: Trace) -> None:
 # supports of latent sites
 
 
-def _bounds(c: Any) -> tuple[float, float, bool] | None:
-    """``(low, high, discrete)`` of a scalar support known here, else ``None``."""
+def _bounds(c: Any) -> tuple[Any, Any, bool] | None:
+    """``(low, high, discrete)`` of a scalar support known here, else ``None``.
+    Bounds are floats, or arrays where the constraint holds array bounds."""
     if isinstance(c, constraints._Independent):
         return _bounds(c.base_constraint)
     table = {
@@ -294,9 +295,38 @@ def _bounds(c: Any) -> tuple[float, float, bool] | None:
         value = default if field is None else getattr(c, field, None)
         if isinstance(value, (int, float)):
             out.append(float(value))
+        elif value is None:
+            return None
         else:
-            return None  # array bounds: not compared here
+            out.append(value)  # an array bound: compared as a value check
     return out[0], out[1], c.is_discrete
+
+
+def _support_pairs(model_tr: Trace, guide_tr: Trace) -> Iterator[tuple[str, Site, Site, Any, Any]]:
+    """``(name, guide site, model site, guide bounds, model bounds)`` of every
+    latent site whose two supports are known intervals."""
+    model_samples = model_tr.sample_sites()
+    for name, g_site in guide_tr.latent_sites().items():
+        m_site = model_samples.get(name)
+        if m_site is None or is_internal(name) or _is_point_mass(g_site.fn):
+            continue
+        g = _bounds(getattr(g_site.fn, "support", None))
+        m = _bounds(getattr(m_site.fn, "support", None))
+        if g is not None and m is not None:
+            yield name, g_site, m_site, g, m
+
+
+def _support_message(name: str, g_site: Site, m_site: Site, g: Any, m: Any) -> str:
+    kinds = ("discrete", "continuous")
+    return (
+        f"guide site {name!r}: the guide draws from {type(g_site.fn).__name__} "
+        f"with support {g_site.fn.support!r} ({kinds[not g[2]]}), which is not inside "
+        f"the model's support {m_site.fn.support!r} ({kinds[not m[2]]}) for "
+        f"{type(m_site.fn).__name__}; the model's log-density would be -inf or "
+        "undefined at some draws. Use a guide family with the model's support "
+        "(e.g. LogNormal or a TransformedDistribution with "
+        "jsvi.transforms.biject_to(support) for a constrained site)"
+    )
 
 
 def _is_point_mass(fn: Any) -> bool:
@@ -309,27 +339,11 @@ def _is_point_mass(fn: Any) -> bool:
 
 
 def _check_supports(model_tr: Trace, guide_tr: Trace) -> None:
-    model_samples = model_tr.sample_sites()
-    for name, g_site in guide_tr.latent_sites().items():
-        m_site = model_samples.get(name)
-        if m_site is None or is_internal(name) or _is_point_mass(g_site.fn):
-            continue
-        g_sup = getattr(g_site.fn, "support", None)
-        m_sup = getattr(m_site.fn, "support", None)
-        g, m = _bounds(g_sup), _bounds(m_sup)
-        if g is None or m is None:
-            continue
+    for name, g_site, m_site, g, m in _support_pairs(model_tr, guide_tr):
+        if not all(isinstance(b, float) for b in (*g[:2], *m[:2])):
+            continue  # array bounds: see value_checks
         if g[2] != m[2] or g[0] < m[0] or g[1] > m[1]:
-            kinds = ("discrete", "continuous")
-            raise SupportError(
-                f"guide site {name!r}: the guide draws from {type(g_site.fn).__name__} "
-                f"with support {g_sup!r} ({kinds[not g[2]]}), which is not inside the "
-                f"model's support {m_sup!r} ({kinds[not m[2]]}) for "
-                f"{type(m_site.fn).__name__}; the model's log-density would be -inf or "
-                "undefined at some draws. Use a guide family with the model's support "
-                "(e.g. LogNormal or a TransformedDistribution with "
-                "jsvi.transforms.biject_to(support) for a constrained site)."
-            )
+            raise SupportError(_support_message(name, g_site, m_site, g, m) + ".")
 
 
 # ---------------------------------------------------------------------------
@@ -381,6 +395,13 @@ def value_checks(
             "the value, or pass validate_args=False to the distribution",
             ok,
         ))
+    for name, g_site, m_site, g, m in _support_pairs(model_tr, guide_tr):
+        if all(isinstance(b, float) for b in (*g[:2], *m[:2])):
+            continue  # compared in check_traces
+        ok = jnp.asarray(g[2] == m[2])
+        ok = ok & jnp.all(jnp.asarray(g[0]) >= jnp.asarray(m[0]))
+        ok = ok & jnp.all(jnp.asarray(g[1]) <= jnp.asarray(m[1]))
+        checks.append((SupportError, _support_message(name, g_site, m_site, g, m), ok))
     for role, tr in (("guide", guide_tr), ("model", model_tr)):
         for name, site in tr.sample_sites().items():
             if is_internal(name):
