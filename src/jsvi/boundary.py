@@ -54,6 +54,20 @@ def check_state_type(state: Any, where: str) -> None:
     )
 
 
+def _check_key(key: Any, where: str) -> None:
+    shape, dtype = tuple(np.shape(key)), getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+        return
+    raw = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+    if dtype == jnp.uint32 and shape == tuple(raw):
+        return
+    raise StateError(
+        f"{where}: the state's rng_key has shape {shape} and dtype {dtype}; expected "
+        "one typed key (jax.random.key) or one raw uint32 key. The state's key was "
+        "replaced by something else; keep the key svi_init put there."
+    )
+
+
 def _leaf_specs(tree: Any) -> list[tuple[tuple[int, ...], str]]:
     return [(tuple(np.shape(x)), str(jnp.result_type(x))) for x in jax.tree.leaves(tree)]
 
@@ -155,6 +169,7 @@ def check_call(
             ``svi_init``, on these arguments.
     """
     check_state_type(state, where)
+    _check_key(state.rng_key, where)
     model_tr, guide_tr = get_traces(
         state.rng_key, svi.model, svi.guide, _no_params, args, kwargs, draw=False
     )

@@ -35,7 +35,7 @@ from jsvi.errors import (
     SupportError,
 )
 from jsvi.state import SVIState
-from jsvi.step import nonfinite_report
+from jsvi.step import nonfinite_params, nonfinite_report
 
 __all__ = ["EarlyStopping", "svi_run"]
 
@@ -253,6 +253,13 @@ def svi_run(
             args, kwargs = next(stream)
         except StopIteration:
             raise ArgumentError("svi_run: batches is empty.") from None
+    if init_state is not None:
+        bad = nonfinite_params(init_state)
+        if bad:
+            raise NonFiniteError(
+                f"svi_run: init_state holds non-finite values for params {bad}. Start "
+                "from svi_init, or from a checkpoint written before the values broke."
+            )
     state = init_state if init_state is not None else svi.init(rng_key, *args, **kwargs)
     target = _tried(state) + num_steps
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
@@ -344,11 +351,7 @@ def _check_writable(path: Any) -> None:
 def _save_finite(path: Any, state: SVIState) -> None:
     """Write a checkpoint, unless the state holds non-finite params: the last good
     checkpoint is never overwritten by one."""
-    bad = [
-        name
-        for name, value in state.params.items()
-        if not all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(value))
-    ]
+    bad = nonfinite_params(state)
     if bad:
         raise NonFiniteError(
             f"svi_run: params {bad} are not finite at step {int(state.step)}; the "

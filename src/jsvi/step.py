@@ -38,6 +38,7 @@ __all__ = [
     "Compiled",
     "compile_steps",
     "init_state",
+    "nonfinite_params",
     "nonfinite_report",
     "objective",
     "raise_failed_checks",
@@ -300,35 +301,46 @@ def compile_steps(svi: Any) -> Compiled:
     )
 
 
-def nonfinite_report(svi: Any, state: SVIState, args: tuple, kwargs: dict) -> str:
-    """Name the sites and parameters that are not finite at ``state``."""
-    bad_params = [
+def nonfinite_params(state: SVIState) -> list[str]:
+    """Names of the params with a non-finite unconstrained value."""
+    return [
         name
         for name, value in state.params.items()
         if not all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(value))
     ]
-    bad_sites = []
-    try:
-        key = step_key(state)
-        param_fn = unconstrained_param_fn(state.params)
-        model_tr, guide_tr = get_traces(key, svi.model, svi.guide, param_fn, args, kwargs)
-        for label, tr in (("model", model_tr), ("guide", guide_tr)):
-            for name, lp in tr.log_probs().items():
-                if not bool(jnp.all(jnp.isfinite(lp))):
-                    bad_sites.append(f"{label} site {name!r}")
-        grads = jax.grad(lambda p: objective(svi, state, args, kwargs)(p)[0])(
-            state.params
+
+
+def nonfinite_report(svi: Any, state: SVIState, args: tuple, kwargs: dict) -> str:
+    """Name the params, sites and gradients that are not finite at ``state``."""
+
+    def finite_flags(params: Params) -> tuple[dict[str, Array], dict[str, Array]]:
+        st = state._replace(params=params)
+        model_tr, guide_tr = get_traces(
+            step_key(st), svi.model, svi.guide, unconstrained_param_fn(params), args, kwargs
         )
+        sites = {
+            f"{label} site {name!r}": jnp.all(jnp.isfinite(lp))
+            for label, tr in (("model", model_tr), ("guide", guide_tr))
+            for name, lp in tr.log_probs().items()
+        }
+        grads = jax.grad(lambda p: objective(svi, st, args, kwargs)(p)[0])(params)
+        grad_ok = {
+            name: jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(v)]))
+            for name, v in grads.items()
+            if jax.tree.leaves(v)
+        }
+        return sites, grad_ok
+
+    try:
+        # traced, so that distribution validation does not stop at the first
+        # non-finite argument
+        sites, grads = jax.jit(finite_flags)(state.params)
+        bad_sites = [where for where, ok in sites.items() if not bool(ok)]
+        bad_grads = [name for name, ok in grads.items() if not bool(ok)]
     except Exception as e:  # the report must not hide the original problem
-        bad_sites.append(f"(could not re-run the model: {type(e).__name__}: {e})")
-        grads = {}
-    bad_grads = [
-        name
-        for name, g in grads.items()
-        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
-    ]
+        bad_sites, bad_grads = [f"(could not re-run the model: {type(e).__name__}: {e})"], []
     return (
-        f"Non-finite parameter values: {', '.join(bad_params) or 'none'}; non-finite "
-        f"log-densities at: {', '.join(bad_sites) or 'none'}; non-finite gradients "
-        f"for params: {', '.join(bad_grads) or 'none'}."
+        f"Non-finite parameter values: {', '.join(nonfinite_params(state)) or 'none'}; "
+        f"non-finite log-densities at: {', '.join(bad_sites) or 'none'}; non-finite "
+        f"gradients for params: {', '.join(bad_grads) or 'none'}."
     )

@@ -358,6 +358,12 @@ class AffineTransform(Transform):
         if isinstance(c, constraints._Real):
             return constraints.real
         sign = _known_sign(self.scale)
+        if sign == 0 and isinstance(c, constraints._Interval):
+            # any nonzero scale maps an interval onto the interval between the
+            # images of its ends (traced scales included)
+            a = self.loc + self.scale * c.lower_bound
+            b = self.loc + self.scale * c.upper_bound
+            return constraints.interval(jnp.minimum(a, b), jnp.maximum(a, b))
         if sign == 0:
             return constraints.real
         if isinstance(c, constraints._GreaterThan):

@@ -35,15 +35,30 @@ __all__ = [
 ]
 
 
+def _batch_of_keys(where: str, batch: tuple) -> ArgumentError:
+    return ArgumentError(
+        f"{where}: rng_key is a batch of keys of shape {batch}, but one key is "
+        "expected. For one run per key, map over them: "
+        "jax.vmap(lambda k: jsvi.svi_init(svi, k, ...))(keys)."
+    )
+
+
 def as_key(rng_key: Any, where: str = "seed") -> PRNGKey:
     """Normalise an int, a raw ``PRNGKey`` or a typed key to a typed key."""
     if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
         return jax.random.key(int(rng_key))
     if isinstance(rng_key, jax.Array) or not is_concrete(rng_key):
+        shape = tuple(getattr(rng_key, "shape", ()))
         if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key):
+            if shape != ():
+                raise _batch_of_keys(where, shape)
             return rng_key
-        if rng_key.dtype == jnp.uint32 and rng_key.shape[-1:] == (2,):
+        if rng_key.dtype == jnp.uint32 and shape[-1:] == (2,):
+            if len(shape) != 1:
+                raise _batch_of_keys(where, shape[:-1])
             return jax.random.wrap_key_data(rng_key)
+        if jnp.issubdtype(rng_key.dtype, jnp.integer) and shape == ():
+            return jax.random.key(rng_key)  # a (traced) integer seed
     if isinstance(rng_key, np.ndarray) and rng_key.dtype == np.uint32:
         return jax.random.wrap_key_data(jnp.asarray(rng_key))
     raise ArgumentError(

@@ -3,11 +3,13 @@
 ``sample``, ``param``, ``plate``, ``deterministic``, ``factor`` and ``prng_key``
 build a ``Message`` and send it through the handler stack.
 
-May import: ``jsvi.core.runtime``, ``jsvi._typing``, ``jsvi.errors``.
+May import: ``jsvi.core.runtime``, ``jsvi.constraints``, ``jsvi._typing``,
+``jsvi.errors``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +18,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsvi._typing import Array, ArrayLike, DistributionLike, PyTree, Shape, shape_of
+from jsvi import constraints
+from jsvi._typing import (
+    Array,
+    ArrayLike,
+    DistributionLike,
+    PyTree,
+    Shape,
+    is_concrete,
+    shape_of,
+)
 from jsvi.core.runtime import CondIndepStackFrame, Handler, Message, apply_stack
 from jsvi.errors import ArgumentError, MissingRNGKeyError, ShapeError, SiteError
 
@@ -115,6 +126,12 @@ def sample(
         ()
     """
     _check_name("sample", name)
+    if isinstance(fn, type):
+        raise ArgumentError(
+            f"sample site {name!r}: fn is the class {fn.__name__}, not a distribution. "
+            f"Create one with its arguments, e.g. {fn.__name__}(...) such as "
+            "jsvi.distributions.Normal(0., 1.)."
+        )
     if not all(hasattr(fn, a) for a in ("sample", "log_prob", "batch_shape")):
         raise ArgumentError(
             f"sample site {name!r}: fn must be a distribution, got "
@@ -123,6 +140,12 @@ def sample(
     if infer is not None and not isinstance(infer, dict):
         raise ArgumentError(
             f"sample site {name!r}: infer must be a dict, got {type(infer).__name__}."
+        )
+    if infer and infer.get("enumerate") not in _ENUMERATE_OPTIONS:
+        raise SiteError(
+            f"sample site {name!r}: infer['enumerate'] is {infer['enumerate']!r}, "
+            f"which is not an option. Use one of {sorted(o for o in _ENUMERATE_OPTIONS if o)}"
+            " (or leave it out)."
         )
     msg = Message(
         kind="sample",
@@ -139,12 +162,36 @@ def sample(
     return msg.value
 
 
+_ENUMERATE_OPTIONS = frozenset({None, "parallel", "sequential", "flat"})
+
+
 def _param_default(msg: Message) -> PyTree:
     (init_value,) = msg.args
     if callable(init_value):
         if msg.rng_key is None:
             raise _missing_key("param", msg.name)
-        return init_value(msg.rng_key)
+        try:
+            n_args = len(inspect.signature(init_value).parameters)
+        except (TypeError, ValueError):
+            n_args = 1
+        if n_args == 0:
+            raise ArgumentError(
+                f"param {msg.name!r}: init_value is a callable that takes no arguments, "
+                "but a callable init is called with a random key. Write it as "
+                "`lambda key: ...` (and use the key, or ignore it), or pass the value."
+            )
+        init_value = init_value(msg.rng_key)
+    for leaf in jax.tree.leaves(init_value):
+        if isinstance(leaf, (str, bytes)) or not (
+            isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool))
+            or hasattr(leaf, "__jax_array__")
+            or not is_concrete(leaf)
+        ):
+            raise ArgumentError(
+                f"param {msg.name!r}: init_value holds a {type(leaf).__name__} "
+                f"({leaf!r:.40}). Pass a number, an array, a pytree of arrays, or a "
+                "callable `key -> value`."
+            )
     return jax.tree.map(jnp.asarray, init_value)
 
 
@@ -177,7 +224,18 @@ def param(
     """
     _check_name("param", name)
     if constraint is None:
-        from jsvi.constraints import real as constraint  # noqa: PLC0415
+        constraint = constraints.real
+    elif not isinstance(constraint, constraints.Constraint):
+        known = getattr(constraints, constraint, None) if isinstance(constraint, str) else None
+        hint = (
+            f"Pass the object: constraint=jsvi.constraints.{constraint}."
+            if isinstance(known, constraints.Constraint)
+            else "Pass one of jsvi.constraints (e.g. constraints.positive)."
+        )
+        raise ArgumentError(
+            f"param {name!r}: constraint must be a jsvi constraint, got "
+            f"{type(constraint).__name__} {constraint!r}. {hint}"
+        )
     msg = Message(
         kind="param",
         name=name,
@@ -423,6 +481,12 @@ class plate:
     ):
         _check_name("plate", name)
         size = _as_int(size, f"plate {name!r}: size")
+        if size > _MAX_PLATE_SIZE:
+            raise ArgumentError(
+                f"plate {name!r}: size {size} is past the largest index an int32 can "
+                f"hold ({_MAX_PLATE_SIZE}); indices are int32. Split the plate into "
+                "two nested plates, or subsample a smaller index set."
+            )
         if size < 1:
             raise ArgumentError(f"plate {name!r}: size must be >= 1, got {size}.")
         if subsample is not None:
@@ -523,6 +587,9 @@ class plate:
 
     def __len__(self) -> int:
         return self.subsample_size
+
+
+_MAX_PLATE_SIZE = 2**31 - 1
 
 
 def _as_int(value: Any, where: str) -> int:

@@ -177,6 +177,17 @@ class Trace(Mapping):
                         "reuse the same sizes, or give the new plate its own name."
                     )
                 return  # the same plate entered again
+            if "Tracer" in site.name:
+                seq = [f.name for f in site.cond_indep_stack if not f.vectorized]
+                raise SiteError(
+                    f"{site.kind} site {site.name!r}: the name was made from a traced "
+                    "value, so every iteration gets the same name. Inside a compiled "
+                    "step, the indices of a subsampled sequential plate"
+                    + (f" ({seq[0]!r})" if seq else "")
+                    + " are traced (drawn anew each step): name sites by position, "
+                    "`for j, i in enumerate(jsvi.plate(...)): jsvi.sample(f'x_{j}', ..., "
+                    "obs=data[i])`."
+                )
             raise SiteError(
                 f"{site.kind} site {site.name!r}: the name is already used by a "
                 f"{old.kind} site in this run. Give every sample/deterministic site a "

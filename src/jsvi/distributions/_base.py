@@ -592,8 +592,9 @@ class MaskedDistribution(Distribution):
 
     Args:
         base_dist: the distribution to mask.
-        mask: boolean array broadcastable to ``base_dist.batch_shape`` (or a
-            Python bool).
+        mask: boolean array that broadcasts with ``base_dist.batch_shape`` (or a
+            Python bool). Where it is larger (e.g. shaped like an enclosing
+            plate), the base distribution is expanded to the broadcast shape.
     """
 
     _pytree_data_fields = ("base_dist",)
@@ -615,15 +616,16 @@ class MaskedDistribution(Distribution):
                 )
             batch = base_dist.batch_shape
             try:
-                ok = jnp.broadcast_shapes(mask.shape, batch) == batch
+                batch = jnp.broadcast_shapes(mask.shape, batch)
             except ValueError:
-                ok = False
-            if not ok:
                 raise ShapeError(
                     f"MaskedDistribution: mask of shape {mask.shape} does not "
-                    f"broadcast to batch_shape {batch}. Give the mask the batch shape "
-                    "(or a shape that broadcasts to it)."
-                )
+                    f"broadcast with batch_shape {batch}. Give the mask the batch shape "
+                    "(or a shape that broadcasts with it)."
+                ) from None
+            if batch != base_dist.batch_shape:
+                # a mask over a plate: the distribution takes the mask's batch shape
+                base_dist = base_dist.expand(batch)
             mask = jnp.broadcast_to(mask, batch)  # aligned batch dims under vmap
         self.base_dist = base_dist
         self._mask = mask

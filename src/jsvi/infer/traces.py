@@ -15,13 +15,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jsvi._typing import Array, ModelFn, PRNGKey, shape_of
 from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Handler, Message
 from jsvi.core.trace import Trace
 from jsvi.distributions import ExpandedDistribution
-from jsvi.errors import ModelGuideMismatchError, ShapeError, SiteError
+from jsvi.errors import JsviError, ModelGuideMismatchError, ShapeError, SiteError
 from jsvi.infer.params import ParamFn
 
 __all__ = [
@@ -79,7 +80,8 @@ class feasible_draws(Handler):
                 msg.value = support.feasible_like(jnp.zeros(shape, dtype))
         elif msg.kind == "plate":
             _, subsample_size = msg.args
-            msg.value = jnp.arange(subsample_size)
+            # concrete (NumPy) indices: a sequential plate yields Python ints
+            msg.value = np.arange(subsample_size)
 
 
 def get_traces(
@@ -102,18 +104,70 @@ def get_traces(
     """
     if not draw:
         guide, model = feasible_draws(guide), feasible_draws(model)
-    guide_tr = trace(seed(substitute(guide, substitute_fn=param_fn), rng_key)).get_trace(
-        *args, **kwargs
-    )
+    guide_tr = trace(
+        located(seed(substitute(guide, substitute_fn=param_fn), rng_key), "guide")
+    ).get_trace(*args, **kwargs)
     model_key = jax.random.fold_in(rng_key, MODEL_KEY_OFFSET)
     model_tr = trace(
         _replayed_shapes(
-            replay(seed(substitute(model, substitute_fn=param_fn), model_key), guide_tr),
+            located(
+                replay(seed(substitute(model, substitute_fn=param_fn), model_key), guide_tr),
+                "model",
+            ),
             guide_tr,
         )
     ).get_trace(*args, **kwargs)
     check_model_guide(model_tr, guide_tr)
     return model_tr, guide_tr
+
+
+_TRACED_VALUE_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+
+
+class located(Handler):
+    """Name the place in the model or guide where an error that names no site
+    was raised: the last site that ran before it.
+
+    A Python ``if`` on a traced value becomes a ``SiteError`` that says how to
+    write it; a jsvi error whose message names no site gets the place in front.
+    """
+
+    def __init__(self, fn: ModelFn, role: str):
+        super().__init__(fn)
+        self.role = role
+        self.last: str | None = None
+
+    def postprocess(self, msg: Message) -> None:
+        if msg.kind in ("sample", "param", "deterministic"):
+            self.last = msg.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.last = None
+        try:
+            return super().__call__(*args, **kwargs)
+        except _TRACED_VALUE_ERRORS as e:
+            raise SiteError(
+                f"{self._where()}: Python control flow or a NumPy/int/float conversion "
+                f"on a traced value ({type(e).__name__}). Models run traced inside "
+                "jax.jit: write `if z > 0:` as jnp.where(z > 0, a, b) or "
+                "jax.lax.cond, and keep values that decide shapes or branches as "
+                "static Python values (model arguments that are ints stay static)."
+            ) from e
+        except JsviError as e:
+            text = str(e)
+            if "site " in text or "param " in text or "plate " in text:
+                raise
+            raise type(e)(f"{self._where()}: {text}") from e
+
+    def _where(self) -> str:
+        if self.last is None:
+            return f"{self.role}, before its first site"
+        return f"{self.role}, after site {self.last!r}"
 
 
 class _replayed_shapes(Handler):
