@@ -277,9 +277,11 @@ def test_biject_to_rejects_discrete_and_unknown_constraints():
 
 
 def test_biject_to_registry_is_read_only():
-    assert isinstance(T._BIJECTIONS, types.MappingProxyType)
+    from jsvi.transforms.biject import _BIJECTIONS
+
+    assert isinstance(_BIJECTIONS, types.MappingProxyType)
     with pytest.raises(TypeError):
-        T._BIJECTIONS[C._Real] = lambda c: T.ExpTransform()  # type: ignore[index]
+        _BIJECTIONS[C._Real] = lambda c: T.ExpTransform()  # type: ignore[index]
 
 
 def test_shape_errors_for_impossible_vector_sizes():

@@ -252,7 +252,8 @@ def test_downstream_cost_structure():
         for i in jsvi.plate("seq", 2):
             jsvi.sample(f"c_{i}", dist.NonReparameterized(dist.Normal(0.0, 1.0)))
 
-    from jsvi.infer import elbo_terms, unconstrained_param_fn
+    from jsvi.infer import unconstrained_param_fn
+    from jsvi.infer.elbo import elbo_terms
     from jsvi.infer.tracegraph_elbo import downstream_costs
 
     terms = elbo_terms(jax.random.key(0), model, guide, unconstrained_param_fn({}), (), {})
