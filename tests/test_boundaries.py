@@ -290,3 +290,14 @@ def test_a_nonfinite_state_never_overwrites_a_good_checkpoint(tmp_path):
                      checkpoint_path=path, skip_nonfinite=False, init_state=state)
     assert path.read_bytes() == before
     assert os.path.exists(path)
+
+
+def test_sites_named_by_traced_subsample_indices_get_a_how_to():
+    def model(x):
+        mu = jsvi.param("mu", 0.0)
+        for i in jsvi.plate("points", x.shape[0], subsample_size=2):
+            jsvi.sample(f"x_{i}", dist.Normal(mu, 1.0), obs=x[i])
+
+    svi = jsvi.SVI(model, lambda x: None, optax.adam(0.1), jsvi.Trace_ELBO())
+    with pytest.raises(jsvi.errors.SiteError, match="plate \\('points'\\).*enumerate"):
+        jsvi.svi_init(svi, 0, jnp.arange(6.0))

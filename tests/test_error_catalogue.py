@@ -582,6 +582,96 @@ case("baseline_in_model", _baseline_in_model, _baseline_guide(None), (X3,), Site
      "model site 'z': has infer\\['baseline'\\]", TG)
 
 
+# --- culprits that used to go unnamed (raised while the model or guide runs) ---------
+def _param_guide(init, constraint=None):
+    def guide(x):
+        del x
+        kw = {} if constraint is None else {"constraint": constraint}
+        jsvi.sample("z", dist.Normal(jsvi.param("m", init, **kw), 1.0))
+
+    return guide
+
+
+case("param_init_string", mu_model, _param_guide("0.5"), (X3,), ArgumentError,
+     "param 'm': init_value holds a str")
+case("param_init_callable_without_key", mu_model, _param_guide(lambda: 0.5), (X3,),
+     ArgumentError, "param 'm': init_value is a callable that takes no arguments")
+case("constraint_given_as_string", mu_model, _param_guide(0.5, "positive"), (X3,),
+     ArgumentError, "param 'm': constraint must be a jsvi constraint.*constraints.positive")
+
+
+def _class_model(x):
+    jsvi.sample("z", dist.Normal)
+    with jsvi.plate("data", x.shape[0]):
+        jsvi.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+
+case("distribution_class_not_instance", _class_model, normal_guide(), (X3,), ArgumentError,
+     "sample site 'z': fn is the class Normal")
+
+
+def _typo_model(x):
+    c = jsvi.sample("c", dist.Bernoulli(0.5), infer={"enumerate": "paralel"})
+    with jsvi.plate("data", x.shape[0]):
+        jsvi.sample("x", dist.Normal(c, 1.0), obs=x)
+
+
+case("enumerate_option_typo", _typo_model, empty_guide, (X3,), SiteError,
+     "sample site 'c': infer\\['enumerate'\\] is 'paralel'")
+
+
+def _if_model(x):
+    z = jsvi.sample("z", dist.Normal(0.0, 1.0))
+    if z > 0:
+        with jsvi.plate("data", x.shape[0]):
+            jsvi.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+case("python_if_on_latent", _if_model, normal_guide(), (X3,), SiteError,
+     "model, after site 'z': Python control flow")
+
+
+def _huge_plate_model(x):
+    z = jsvi.sample("z", dist.Normal(0.0, 1.0))
+    with jsvi.plate("data", 2**40, subsample_size=x.shape[0]):
+        jsvi.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+case("plate_size_past_int32", _huge_plate_model, normal_guide(), (X3,), ArgumentError,
+     "plate 'data': size 1099511627776 is past")
+
+
+def _mask_model(mask):
+    def model(x):
+        z = jsvi.sample("z", dist.Normal(0.0, 1.0))
+        with jsvi.plate("data", x.shape[0]), handlers.mask(mask=mask):
+            jsvi.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    return model
+
+
+case("mask_widens_log_density", _mask_model(jnp.ones((3, 1), bool)), normal_guide(),
+     (X3,), ShapeError, "site 'x': its mask has shape \\(3, 1\\)")
+case("mask_of_wrong_length", _mask_model(jnp.ones((2,), bool)), normal_guide(),
+     (X3,), ShapeError, "site 'x': its mask has shape \\(2,\\)")
+
+
+def _gamma_model(x):
+    rate = jsvi.sample("rate", dist.Gamma(2.0, 1.0))
+    with jsvi.plate("data", x.shape[0]):
+        jsvi.sample("x", dist.Normal(rate, 1.0), obs=x)
+
+
+def _uniform_guide(x):
+    del x
+    loc = jsvi.param("loc", jnp.zeros(()))
+    jsvi.sample("rate", dist.Uniform(loc - 1.0, loc + 1.0))
+
+
+case("array_bounded_guide_support_outside_model", _gamma_model, _uniform_guide, (X3,),
+     SupportError, "guide site 'rate': the guide draws from Uniform")
+
+
 def _cases() -> list:
     return [pytest.param(name, c, id=name) for name, c in CASES.items()]
 

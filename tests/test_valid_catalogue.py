@@ -402,6 +402,39 @@ program("guide_side_enumeration", mixture_model, guide_enum_guide, (X,),
         jsvi.TraceEnum_ELBO(), {"z": "enumerated"})
 
 
+def masked_over_plate_model(x):
+    mu = jsvi.param("mu", 0.0)
+    keep = jnp.arange(x.shape[0]) % 2 == 0
+    with jsvi.plate("data", x.shape[0]):
+        # a mask shaped like the plate on a scalar distribution broadcasts
+        jsvi.sample("x", dist.Normal(mu, 1.0).mask(keep), obs=x)
+
+
+program("distribution_mask_over_plate", masked_over_plate_model, lambda x: None, (X,),
+        jsvi.Trace_ELBO(), {})
+
+
+def boundary_model(y):
+    p = jsvi.sample("p", dist.Uniform(0.0, 1.0))
+    jsvi.factor("log_p", jnp.log(p))  # -inf at the boundary p = 0
+    with jsvi.plate("data", y.shape[0]):
+        jsvi.sample("y", dist.Bernoulli(p), obs=y)
+
+
+program("uniform_latent_under_autonormal", boundary_model, AutoNormal(boundary_model),
+        (LABELS,), jsvi.Trace_ELBO(), {"p": "pathwise"})
+
+
+def positional_sequential_plate_model(x):
+    mu = jsvi.param("mu", 0.0)
+    for j, i in enumerate(jsvi.plate("points", x.shape[0], subsample_size=2)):
+        jsvi.sample(f"x_{j}", dist.Normal(mu, 1.0), obs=x[i])
+
+
+program("sequential_subsampled_plate", positional_sequential_plate_model,
+        lambda x: None, (X,), jsvi.Trace_ELBO(), {})
+
+
 def _programs() -> list:
     return [pytest.param(name, p, id=name) for name, p in PROGRAMS.items()]
 
@@ -429,6 +462,23 @@ def test_svi_init_accepts(name, p):
     svi = jsvi.SVI(p.model, p.guide, optax.adam(1e-2), p.loss)
     state = jsvi.svi_init(svi, 0, *p.args)
     assert int(state.step) == 0
+
+
+@pytest.mark.parametrize("name,p", _programs())
+def test_svi_update_accepts(name, p):
+    """The checks that run when a step is compiled raise nothing either."""
+    del name
+    svi = jsvi.SVI(p.model, p.guide, optax.adam(1e-2), p.loss)
+    state = jsvi.svi_init(svi, 0, *p.args)
+    state, loss = jsvi.svi_update(svi, state, *p.args)
+    assert int(state.step) + int(state.num_rejected) == 1
+
+
+def test_traced_integer_seeds():
+    draw = jax.vmap(
+        lambda s: handlers.seed(lambda: jsvi.sample("z", dist.Normal(0.0, 1.0)), rng_key=s)()
+    )(jnp.arange(3))
+    assert draw.shape == (3,) and len(set(draw.tolist())) == 3
 
 
 def test_report_prints_both_tables():
