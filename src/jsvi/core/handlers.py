@@ -114,7 +114,7 @@ def _site_key(rng_key: PRNGKey, i: int) -> PRNGKey:
     For the default threefry keys (and rbg keys), it is ``rng_key`` with ``i + 1``
     XORed into the first word of its key data: a distinct key for each site, at
     the cost of one fused XOR, where ``fold_in`` would run a whole threefry hash
-    (on CPU a compiled loop with a dozen kernels, several microseconds of a small
+    (on CPU a compiled loop with a dozen kernels, a visible share of a small
     model's step). This is the way counter-based generators are meant to be
     keyed, one key per stream: ``jax.random.key(s)`` likewise differs from
     ``key(s + 1)`` in one word only. The ``num_rejected`` retry salt of SVI goes

@@ -322,7 +322,7 @@ def subsample_indices(key: Any, size: int, subsample_size: int) -> Array:
     (``N`` at most ``_TABLE_PER_DRAW`` times the draws and at most ``_TABLE_MAX``
     slots); for larger ``N`` a stable sort of the draws finds them instead, with
     the same result, since a fresh ``N``-slot table per step would cost more than
-    the rest of the step (14 ms at N = 10,000,000 on CPU). The procedure treats every
+    the rest of the step at very large ``N``. The procedure treats every
     index alike, so the resulting set is uniform over all subsets of that size,
     as a permutation would give. In the (vanishingly rare) case that fewer than
     ``B`` distinct indices come up, the whole draw is repeated with a fresh key

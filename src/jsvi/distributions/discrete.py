@@ -38,8 +38,8 @@ def _softplus(x: Array) -> Array:
     Its derivative, sigmoid(x), is given from ``x`` alone. Left to autodiff, the
     backward pass would reuse the forward's ``exp(-|x|)``, so XLA keeps that whole
     array in memory between the passes; from ``x`` each pass fuses its own
-    transcendental into one loop. With 512 particles of a 5,000-row logistic
-    regression that took a step from 20 ms to 6 ms on a 2-core CPU.
+    transcendental into one loop, which matters most with many particles
+    (``benchmarks/particles.py``).
     """
     return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
