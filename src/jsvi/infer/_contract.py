@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import math
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -38,7 +37,7 @@ import jax.numpy as jnp
 import opt_einsum
 
 from jsvi._typing import Array
-from jsvi.errors import ShapeError, SiteError
+from jsvi.errors import SiteError
 
 __all__ = [
     "Factor",
@@ -104,14 +103,9 @@ def to_positional(f: Factor, rank: int) -> Array:
 
 
 def _letters(dims: Iterable[int]) -> dict[int, str]:
-    chars = string.ascii_letters
+    """One einsum symbol per dim (ASCII letters first, then further symbols)."""
     ordered = sorted(set(dims))
-    if len(ordered) > len(chars):
-        raise ShapeError(
-            f"sum_product: {len(ordered)} distinct dims in one contraction, more "
-            f"than {len(chars)}. Enumerate fewer sites at once."
-        )
-    return {d: chars[i] for i, d in enumerate(ordered)}
+    return {d: opt_einsum.get_symbol(i) for i, d in enumerate(ordered)}
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))

@@ -14,9 +14,15 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jsvi._typing import Array, ModelFn, PRNGKey, PyTree, shape_of
-from jsvi.core.enumeration import DEFAULT_MAX_ENUM_SIZE, ENUM_DIM_KEY, enum
+from jsvi.core.enumeration import (
+    DEFAULT_MAX_ENUM_SIZE,
+    ENUM_DIM_KEY,
+    ENUM_LIVE_KEY,
+    enum,
+)
 from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Message
 from jsvi.core.trace import Site, Trace
@@ -33,6 +39,7 @@ from jsvi.infer._common import (
     value_preserving,
 )
 from jsvi.infer._contract import (
+    Factor,
     PlateInfo,
     Variable,
     contract_to_terms,
@@ -160,6 +167,99 @@ def _weigh(site: Site, log_prob: Array) -> Array:
     return log_prob
 
 
+def _masked(site: Site, log_prob: Array, enumerated: bool) -> Array:
+    """``log_prob`` with the site's mask applied. A masked-out element of a
+    model-enumerated site gets ``-log K`` (K values): summed over its values it
+    then contributes ``log 1 = 0``, as if the site were absent. The mask may
+    depend on enumerated values; it broadcasts with ``log_prob``."""
+    if site.mask is None:
+        return log_prob
+    fill = 0.0
+    dim = site.infer.get(ENUM_DIM_KEY)
+    shape = jnp.shape(log_prob)
+    if enumerated and dim is not None and len(shape) >= -dim and shape[dim] > 1:
+        fill = -math.log(shape[dim])
+    return jnp.where(site.mask, log_prob, fill)
+
+
+# Model-enumerated sites are labelled from here leftwards in the contraction.
+_LABEL_BASE = -(1 << 20)
+
+
+def _is_one(x: Any) -> bool:
+    return isinstance(x, (int, float)) and x == 1.0
+
+
+def _relabel(f: Factor, mapping: Mapping[int, int]) -> Factor:
+    """Rename dims of ``f`` (positional enumeration dims -> variable labels)."""
+    return Factor(f.log, tuple(mapping.get(d, d) for d in f.dims))
+
+
+def _connected(
+    factors: list[tuple[Factor, frozenset, Site]], variables: Mapping[int, Variable]
+) -> list[list[tuple[Factor, frozenset, Site]]]:
+    """Split factors into groups that share summed-out variables."""
+    parent: dict[int, int] = {}
+
+    def find(v: int) -> int:
+        while parent.setdefault(v, v) != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for f, _, _ in factors:
+        own = [d for d in f.dims if d in variables]
+        for d in own[1:]:
+            parent[find(d)] = find(own[0])
+    groups: dict[int, list[tuple[Factor, frozenset, Site]]] = {}
+    for item in factors:
+        own = [d for d in item[0].dims if d in variables]
+        groups.setdefault(find(own[0]), []).append(item)
+    return list(groups.values())
+
+
+def _user_scale(site: Site) -> Any:
+    """The site's scale without its plates' subsample ratios (``1.0`` if none)."""
+    if site.scale is None:
+        return 1.0
+    ratio = _plate_ratio(site)
+    return site.scale if ratio == 1.0 else site.scale / ratio
+
+
+def _common_scale(sites: list[Site]) -> Any:
+    """The one scalar scale shared by sites summed out together (``None`` for 1).
+
+    The scale multiplies the summed-out log-term, ``s * log sum p``; sites that
+    are summed out together must therefore share it.
+    """
+    first_site, first = sites[0], _user_scale(sites[0])
+    for site in sites:
+        value = _user_scale(site)
+        if jnp.ndim(value) != 0:
+            raise SiteError(
+                f"sample site {site.name!r}: its scale has shape {jnp.shape(value)}, "
+                "but it is summed out together with enumerated sites, whose "
+                "summed-out log-term takes one scalar scale. Apply a scalar "
+                "handlers.scale to the enumerated site and the sites depending on it."
+            )
+        if value is first:
+            continue
+        if isinstance(value, jax.core.Tracer) or isinstance(first, jax.core.Tracer):
+            same = False
+        else:
+            same = bool(np.isclose(float(value), float(first), rtol=1e-6, atol=0.0))
+        if not same:
+            raise SiteError(
+                f"sample sites {first_site.name!r} and {site.name!r}: summed out "
+                f"together with enumerated sites, but scaled differently ({first!r} "
+                f"vs {value!r}, or traced values that cannot be compared). The scale "
+                "multiplies the summed-out term (s * log sum p), so wrap the "
+                "enumerated site and every site depending on it in one "
+                "handlers.scale."
+            )
+    return None if _is_one(first) else first
+
+
 class _Cost(NamedTuple):
     """A term of the ELBO: a positional log-density (scale applied) and its plates."""
 
@@ -174,7 +274,7 @@ def _enum_dims(x: Array, dims: Mapping[int, Any]) -> list[int]:
 
 
 def _check_enum_model_guide(
-    model_tr: Trace, guide_tr: Trace, guide_enum: Mapping[str, int]
+    model_tr: Trace, guide_tr: Trace, guide_enum: Mapping[str, int], nesting: int
 ) -> None:
     for name in guide_enum:
         m_site = model_tr.sample_sites().get(name)
@@ -184,7 +284,40 @@ def _check_enum_model_guide(
                 "it. A guide describes latent variables only: remove the site (or its "
                 "'enumerate' option) from the guide."
             )
-    check_model_guide(model_tr, guide_tr, check_shapes=not guide_enum)
+    check_model_guide(model_tr, guide_tr, check_shapes=False)
+    if guide_enum:
+        return
+    model_sites = model_tr.sample_sites()
+    for name, g_site in guide_tr.latent_sites().items():
+        m_site = model_sites.get(name)
+        if m_site is not None:
+            _check_broadcast_value(name, m_site.fn, g_site.value, nesting)
+
+
+def _check_broadcast_value(name: str, fn: Any, value: Any, nesting: int) -> None:
+    """A guide's value must have the model's shape, except that it may lack (or
+    have size 1 at) enumeration dims, left of the ``nesting`` plate dims: the
+    model's distribution depends on an enumerated site there, and the value
+    broadcasts against it."""
+    batch, event = tuple(fn.batch_shape), tuple(fn.event_shape)
+    got = shape_of(value)
+    n_event = len(event)
+    got_batch = got[: len(got) - n_event]
+    fits = got[len(got) - n_event :] == event and len(got_batch) <= len(batch)
+    for d in range(-len(batch), 0):
+        if not fits:
+            break
+        size = got_batch[d] if len(got_batch) >= -d else 1
+        fits = size == batch[d] or (size == 1 and -d > nesting)
+    if not fits:
+        raise ShapeError(
+            f"sample site {name!r}: the guide draws values of shape {got}, but "
+            f"the model's distribution has batch_shape {batch} and event_shape "
+            f"{event} (value shape {batch + event}; enumeration dims, left of the "
+            f"{nesting} plate dims, may be left out). Make the two agree: use the "
+            "same plates in model and guide, and .expand(...)/.to_event(n) where a "
+            "site holds several values."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +344,15 @@ class TraceEnum_ELBO(ELBO):
     (and their enumerated ancestors). Both are exact, so with an empty guide and
     every latent enumerated, :math:`\widehat{\rm ELBO} = \log p_\theta(x)` and its
     gradient is the exact gradient of the log-likelihood.
+
+    Scale and mask: a ``handlers.scale`` factor :math:`s` around sites that are
+    summed out together multiplies the summed-out term,
+    :math:`s \log \sum_w p`, so those sites must share one scalar scale (an
+    error says otherwise). A masked-out element of a model-enumerated site counts
+    as absent: its log-density becomes :math:`-\log K` for each of its
+    :math:`K` values, which sums to :math:`0`. A mask may depend on enumerated
+    values. A guide-drawn value of a model site whose distribution depends on an
+    enumerated site broadcasts against the enumeration dims.
 
     Gradients: :math:`\widehat{\rm ELBO}` is differentiated as it stands (pathwise
     through reparameterized :math:`z`, exactly through the weights
@@ -386,7 +528,9 @@ class TraceEnum_ELBO(ELBO):
             for n, s in guide_latent.items()
             if ENUM_DIM_KEY in s.infer
         }
-        _check_enum_model_guide(model_tr, guide_tr, guide_enum)
+        _check_enum_model_guide(
+            model_tr, guide_tr, guide_enum, int(self.max_plate_nesting or 0)
+        )
         model_costs = self._model_costs(model_tr, guide_tr, guide_enum)
         guide_costs, weights = [], {}
         for n, s in guide_latent.items():
@@ -410,17 +554,23 @@ class TraceEnum_ELBO(ELBO):
     ) -> list[_Cost]:
         """The model's log-density as plated log-terms, enumerated sites summed out."""
         sites = model_tr.sample_sites()
-        model_enum = {
-            s.infer[ENUM_DIM_KEY]: Variable(n, _ordinal(s))
-            for n, s in model_tr.latent_sites().items()
-            if ENUM_DIM_KEY in s.infer
+        enumerated = {
+            n: s for n, s in model_tr.latent_sites().items() if ENUM_DIM_KEY in s.infer
         }
-        dims = {**guide_enum, **{v.name: d for d, v in model_enum.items()}}
-        if not model_enum:
+        dims = {
+            **guide_enum,
+            **{n: s.infer[ENUM_DIM_KEY] for n, s in enumerated.items()},
+        }
+        if not enumerated:
             return [
                 _Cost(_weigh(s, _log_density(s, dims.get(n))), _ordinal(s), n)
                 for n, s in sites.items()
             ]
+        # A model-enumerated site is named in the contraction by a label of its
+        # own, far left of every positional dim: under ``markov`` one dim stands
+        # for several sites in turn.
+        labels = {n: _LABEL_BASE - i for i, n in enumerate(enumerated)}
+        variables = {labels[n]: Variable(n, _ordinal(s)) for n, s in enumerated.items()}
         free = {
             dim: Variable(n, _ordinal(guide_tr[n])) for n, dim in guide_enum.items()
         }
@@ -432,29 +582,41 @@ class TraceEnum_ELBO(ELBO):
                         plates[f.name] = PlateInfo(
                             f.dim, f.subsample_size, f.size / f.subsample_size
                         )
-        costs, factors = [], []
+        costs: list[_Cost] = []
+        factors: list[tuple[Factor, frozenset, Site]] = []
         for name, site in sites.items():
-            log_prob = _log_density(site, dims.get(name))
-            if not _enum_dims(log_prob, model_enum):
-                costs.append(_Cost(_weigh(site, log_prob), _ordinal(site), name))
+            live = {
+                d: n
+                for d, n in site.infer.get(ENUM_LIVE_KEY, {}).items()
+                if n in enumerated
+            }
+            log_prob = _masked(
+                site, _log_density(site, dims.get(name)), name in enumerated
+            )
+            if not _enum_dims(log_prob, live):
+                scaled = log_prob if site.scale is None else log_prob * site.scale
+                costs.append(_Cost(scaled, _ordinal(site), name))
                 continue
-            if site.mask is not None:
-                log_prob = jnp.where(site.mask, log_prob, 0.0)
-            if site.scale is not None:
-                log_prob = log_prob * (site.scale / _plate_ratio(site))
-            self._check_dims(site, log_prob, set(model_enum) | set(free))
-            factors.append((to_factor(log_prob), _ordinal(site)))
-        rank = int(self.max_plate_nesting or 0) + len(model_enum) + len(free)
-        for term, ordinal in contract_to_terms(factors, model_enum, plates, free):
-            value = to_positional(term, rank)
-            full = list(value.shape)
-            ratio = 1.0
-            for p in ordinal:
-                full[plates[p].dim] = plates[p].subsample_size
-                ratio *= plates[p].ratio
-            value = jnp.broadcast_to(value, tuple(full))
-            value = value * ratio if ratio != 1.0 else value
-            costs.append(_Cost(value, ordinal, "(enumerated part of the model)"))
+            self._check_dims(site, log_prob, set(live) | set(free))
+            factor = _relabel(
+                to_factor(log_prob), {d: labels[n] for d, n in live.items()}
+            )
+            factors.append((factor, _ordinal(site), site))
+        rank = max([int(self.max_plate_nesting or 0)] + [-d for d in free])
+        for component in _connected(factors, variables):
+            scale = _common_scale([site for _, _, site in component])
+            pairs = [(f, o) for f, o, _ in component]
+            for term, ordinal in contract_to_terms(pairs, variables, plates, free):
+                value = to_positional(term, rank)
+                full = list(value.shape)
+                ratio = 1.0
+                for p in ordinal:
+                    full[plates[p].dim] = plates[p].subsample_size
+                    ratio *= plates[p].ratio
+                value = jnp.broadcast_to(value, tuple(full))
+                value = value * ratio if ratio != 1.0 else value
+                value = value * scale if scale is not None else value
+                costs.append(_Cost(value, ordinal, "(enumerated part of the model)"))
         return costs
 
     def _check_dims(self, site: Site, log_prob: Array, enum_dims: set[int]) -> None:
