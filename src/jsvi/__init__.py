@@ -17,6 +17,7 @@ from jsvi import (
 from jsvi.arviz import to_arviz
 from jsvi.checking import ValidationReport, validate
 from jsvi.checkpoint import load_state, save_state
+from jsvi.core.markov import markov
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
@@ -64,6 +65,7 @@ __all__ = [
     "handlers",
     "kl_divergence",
     "load_state",
+    "markov",
     "nn",
     "param",
     "per_param",

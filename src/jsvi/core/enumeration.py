@@ -245,13 +245,13 @@ class enum(Handler):
         while dim in self._live:
             dim -= 1
         batch_shape: Shape = tuple(fn.batch_shape)
-        if len(batch_shape) >= -dim:
+        if len(batch_shape) >= -dim and batch_shape[dim] != 1:
             raise ShapeError(
-                f"sample site {name!r}: batch_shape {batch_shape} has {len(batch_shape)} "
-                f"dims, but enumeration puts its support at dim {dim} (left of the "
+                f"sample site {name!r}: batch_shape {batch_shape} has size "
+                f"{batch_shape[dim]} at dim {dim}, but enumeration puts its support at dim {dim} (left of the "
                 f"{self.max_plate_nesting} plate dims and "
                 f"{self.first_available_dim - dim} enumerated dims in use), which the "
-                "batch shape already reaches. Declare every batch dim with a plate (or "
+                "batch shape already uses. Declare every batch dim with a plate (or "
                 "move it into the event with .to_event(n)), or raise "
                 "max_plate_nesting."
             )

@@ -144,9 +144,14 @@ def _support_log_prob(fn: Any, dim: int) -> Array | None:
     else:
         return None
     size, base_shape = table.shape[0], table.shape[1:]
-    table = table.reshape((size,) + (1,) * (-dim - 1 - len(base_shape)) + base_shape)
-    full = (size,) + (1,) * (-dim - 1 - len(batch_shape)) + batch_shape
-    return jnp.broadcast_to(table, full)
+    # The batch may reach past ``dim`` (another enumerated site's dim, under
+    # ``markov``), with size 1 at ``dim`` itself: the support axis goes there.
+    rank = max(-dim, len(batch_shape))
+    table = table.reshape((size,) + (1,) * (rank - len(base_shape)) + base_shape)
+    table = jnp.moveaxis(jnp.squeeze(table, axis=1 + rank + dim), 0, rank + dim)
+    full = [1] * (rank - len(batch_shape)) + list(batch_shape)
+    full[dim] = size
+    return jnp.broadcast_to(table, tuple(full))
 
 
 def _log_density(site: Site, dim: int | None) -> Array:
@@ -191,8 +196,12 @@ def _is_one(x: Any) -> bool:
 
 
 def _relabel(f: Factor, mapping: Mapping[int, int]) -> Factor:
-    """Rename dims of ``f`` (positional enumeration dims -> variable labels)."""
-    return Factor(f.log, tuple(mapping.get(d, d) for d in f.dims))
+    """Rename dims of ``f`` (positional enumeration dims -> variable labels),
+    axes reordered so the dims ascend, as the contraction expects."""
+    dims = [mapping.get(d, d) for d in f.dims]
+    order = sorted(range(len(dims)), key=dims.__getitem__)
+    log = f.log if order == list(range(len(dims))) else jnp.transpose(f.log, order)
+    return Factor(log, tuple(dims[i] for i in order))
 
 
 def _connected(
