@@ -24,6 +24,7 @@ from jsvi.distributions import enable_validation
 from jsvi.distributions.kl import kl_divergence
 from jsvi.handlers import config_enumerate
 from jsvi.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from jsvi.infer.discrete import infer_discrete
 from jsvi.loop import EarlyStopping, svi_run
 from jsvi.optim import per_param
 from jsvi.predictive import Predictive
@@ -63,6 +64,7 @@ __all__ = [
     "format_shapes",
     "get_params",
     "handlers",
+    "infer_discrete",
     "kl_divergence",
     "load_state",
     "markov",
