@@ -25,6 +25,7 @@ from jsvi.distributions.kl import kl_divergence
 from jsvi.handlers import config_enumerate
 from jsvi.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from jsvi.infer.discrete import infer_discrete
+from jsvi.infer.log_likelihood import log_likelihood
 from jsvi.loop import EarlyStopping, svi_run
 from jsvi.optim import per_param
 from jsvi.predictive import Predictive
@@ -67,6 +68,7 @@ __all__ = [
     "infer_discrete",
     "kl_divergence",
     "load_state",
+    "log_likelihood",
     "markov",
     "nn",
     "param",
