@@ -15,7 +15,8 @@ Cost: one run of the model and one contraction per enumerated site, so
 quadratic in the length of a chain. It is meant for serving a fitted model,
 not for the training loop.
 
-May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer.traceenum_elbo``.
+May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``,
+``jsvi.infer.traceenum_elbo``.
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ from jsvi.core.handlers import block, seed, substitute, trace
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import ArgumentError, SiteError
 from jsvi.infer._contract import PlateInfo, Variable, contract_to_terms, to_factor
-from jsvi.infer.traceenum_elbo import (
+from jsvi.infer._enum_factors import (
     _LABEL_BASE,
     _enum_dims,
     _log_density,
     _masked,
     _ordinal,
     _relabel,
-    guess_max_plate_nesting,
 )
+from jsvi.infer.traceenum_elbo import guess_max_plate_nesting
 
 __all__ = ["infer_discrete"]
 

@@ -9,7 +9,8 @@ contraction ``TraceEnum_ELBO`` uses. For a mixture that is the mixture density o
 each point. Other observed sites are not conditioned on. A site that depends on
 no enumerated site gets its plain log-density.
 
-May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer.traceenum_elbo``.
+May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``,
+``jsvi.infer.traceenum_elbo``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from jsvi.infer._contract import (
     contract_to_terms,
     to_factor,
 )
-from jsvi.infer.traceenum_elbo import (
+from jsvi.infer._enum_factors import (
     _LABEL_BASE,
     _connected,
     _enum_dims,
@@ -40,8 +41,8 @@ from jsvi.infer.traceenum_elbo import (
     _masked,
     _ordinal,
     _relabel,
-    guess_max_plate_nesting,
 )
+from jsvi.infer.traceenum_elbo import guess_max_plate_nesting
 
 __all__ = ["log_likelihood"]
 
