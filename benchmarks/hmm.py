@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=100, help="T (default 100)")
     opts = parser.parse_args()
     if opts.smoke:
-        k, n, lengths, blocks, calls = 3, 4, (5, 10), 2, 3
+        k, n, lengths, blocks, calls = 3, 4, (6,), 2, 3
     else:
         k, n, lengths, blocks, calls = 8, 64, (50, opts.length), 5, 10
     rows = [bench(k, n, t, blocks, calls) for t in lengths]

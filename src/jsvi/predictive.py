@@ -116,6 +116,9 @@ class Predictive:
         num_samples: number of draws (required for the prior and with a guide).
         return_sites: names of the sites to return (sample, deterministic or
             param sites); default every sample and deterministic site.
+        infer_discrete: draw the model's enumerated sites (``infer={"enumerate":
+            "parallel"}``) from their exact posterior given the observations and
+            the draw's other values (``jsvi.infer_discrete``), in every draw.
 
     Raises:
         ArgumentError: none of ``guide``, ``posterior_samples``, ``num_samples``;
@@ -139,6 +142,7 @@ class Predictive:
         posterior_samples: Mapping[str, Any] | None = None,
         num_samples: int | None = None,
         return_sites: Sequence[str] | None = None,
+        infer_discrete: bool = False,
     ):
         if not callable(model):
             raise ArgumentError(
@@ -199,6 +203,7 @@ class Predictive:
             self.posterior_samples = None
         self.num_samples = int(num_samples)
         self.return_sites = return_sites
+        self.infer_discrete = bool(infer_discrete)
 
     def __call__(self, rng_key: Any, *args: Any, **kwargs: Any) -> dict[str, Array]:
         """Draw ``num_samples`` times; return dict site name -> ``(num, ...)``."""
@@ -248,6 +253,11 @@ class Predictive:
 
                 model = substitute(model, substitute_fn=sample_fn)
             model = substitute(model, substitute_fn=param_fn)
+            if self.infer_discrete:
+                from jsvi.infer.discrete import infer_discrete  # noqa: PLC0415
+
+                discrete_key = jax.random.fold_in(model_key, 1)
+                model = infer_discrete(model, temperature=1, rng_key=discrete_key)
             model_tr = trace(seed(model, model_key)).get_trace(*args, **kwargs)
         return self._select(model_tr)
 

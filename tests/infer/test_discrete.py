@@ -135,3 +135,15 @@ def test_bad_arguments_are_errors():
         jsvi.infer_discrete(hmm, temperature=0.5)
     with pytest.raises(ArgumentError, match="rng_key"):
         jsvi.infer_discrete(hmm, temperature=1)
+
+
+@pytest.mark.statistical
+def test_predictive_with_infer_discrete_matches_the_exact_posterior():
+    draws = jsvi.Predictive(global_local, num_samples=2000, infer_discrete=True)(
+        jax.random.key(3), X
+    )
+    lp, g, c = global_local_joint()
+    post = np.exp(lp - np.logaddexp.reduce(lp))
+    for k in range(3):
+        assert_mc_close(np.asarray(draws["g"] == k, float), post[g == k].sum(), z=4.5)
+    assert_mc_close(np.asarray(draws["c"], float), post @ c, z=4.5)
