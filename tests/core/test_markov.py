@@ -16,7 +16,7 @@ import jsvi
 import jsvi.distributions as dist
 from jsvi import constraints, handlers
 from jsvi.core.enumeration import ENUM_DIM_KEY, enum
-from jsvi.errors import ArgumentError
+from jsvi.errors import ArgumentError, SiteError
 
 RTOL, GRAD_RTOL = 1e-5, 1e-4  # float32 sums; gradients through T steps
 K = 3
@@ -270,3 +270,18 @@ def test_svi_with_an_empty_guide_reaches_the_maximum_likelihood():
     got = jsvi.get_params(svi, state)
     np.testing.assert_allclose(got["locs"], locs, atol=0.05)
     np.testing.assert_allclose(got["trans"], trans, atol=0.05)
+
+
+def test_guide_side_enumeration_inside_markov_is_an_error():
+    def model():
+        s = 0
+        for t in range(3):
+            s = jsvi.sample(f"s_{t}", dist.Categorical(jnp.ones((2, 2))[s] / 2))
+
+    @jsvi.config_enumerate
+    def guide():
+        for t in jsvi.markov(range(3)):
+            jsvi.sample(f"s_{t}", dist.Categorical(jnp.ones(2) / 2))
+
+    with pytest.raises(SiteError, match="same dim.*markov"):
+        jsvi.TraceEnum_ELBO().loss(jax.random.key(0), {}, model, guide)

@@ -128,6 +128,20 @@ class _Cost(NamedTuple):
     name: str
 
 
+def _check_distinct_guide_dims(guide_enum: Mapping[str, int]) -> None:
+    seen: dict[int, str] = {}
+    for name, dim in guide_enum.items():
+        if dim in seen:
+            raise SiteError(
+                f"guide sites {seen[dim]!r} and {name!r}: enumerated in the guide "
+                f"along the same dim {dim} (inside jsvi.markov, which reuses dims). "
+                "Guide-side enumeration does not recycle dims: enumerate the chain "
+                "in the model (leave it out of the guide), or drop jsvi.markov "
+                "from the guide."
+            )
+        seen[dim] = name
+
+
 def _check_enum_model_guide(
     model_tr: Trace, guide_tr: Trace, guide_enum: Mapping[str, int], nesting: int
 ) -> None:
@@ -383,6 +397,7 @@ class TraceEnum_ELBO(ELBO):
             for n, s in guide_latent.items()
             if ENUM_DIM_KEY in s.infer
         }
+        _check_distinct_guide_dims(guide_enum)
         _check_enum_model_guide(
             model_tr, guide_tr, guide_enum, int(self.max_plate_nesting or 0)
         )
