@@ -8,7 +8,11 @@ matrix, state means, emission scale) are model-side ``param``s and the guide is
 empty, so each step computes the exact log-likelihood (states summed out) and its
 gradient, then an optax Adam(1e-2) update. Every chain starts from state 0
 (``s_t ~ Categorical(trans[s_{t-1}])`` with ``s_{-1} = 0``). The first losses are
-compared as a check that the three compute the same thing.
+compared as a check that the three compute the same thing; a contender whose
+first loss differs is flagged (``same_loss``) and its time is no comparison. At
+the time of writing the NumPyro model below does not reproduce the forward
+algorithm's loss (it differs already at T = 2), so its column is not a
+like-for-like comparison.
 
 The issue's workload is K = 8, N = 64, T = 1,000. ``jsvi.markov`` is a Python
 loop, so its compile time grows with T (about 30 s for the gradient at T = 200 on
@@ -83,7 +87,9 @@ def jsvi_model_for(k: int):
             s = 0
             for t in jsvi.markov(range(ys.shape[1])):
                 s = jsvi.sample(
-                    f"s_{t}", dist.Categorical(trans[s]), infer={"enumerate": "parallel"}
+                    f"s_{t}",
+                    dist.Categorical(trans[s]),
+                    infer={"enumerate": "parallel"},
                 )
                 jsvi.sample(f"y_{t}", dist.Normal(locs[s], scale), obs=ys[:, t])
 
@@ -174,14 +180,18 @@ def numpyro_contender(k: int, ys: jax.Array):
         def transition(s_prev, y):
             with numpyro.plate("sequences", ys.shape[0], dim=-1):
                 s = numpyro.sample(
-                    "s", ndist.Categorical(trans[s_prev]), infer={"enumerate": "parallel"}
+                    "s",
+                    ndist.Categorical(trans[s_prev]),
+                    infer={"enumerate": "parallel"},
                 )
                 numpyro.sample("y", ndist.Normal(locs[s], scale), obs=y)
             return s, None
 
         scan(transition, jnp.zeros(ys.shape[0], jnp.int32), ys.T)
 
-    svi = SVI(model, empty_guide, optax.adam(1e-2), NumPyroTraceEnum(max_plate_nesting=1))
+    svi = SVI(
+        model, empty_guide, optax.adam(1e-2), NumPyroTraceEnum(max_plate_nesting=1)
+    )
     state = svi.init(jax.random.key(0), ys)
     update = jax.jit(svi.update)
     box = {"state": state}
@@ -220,6 +230,7 @@ def bench(k: int, n: int, length: int, blocks: int, calls: int) -> dict:
         contenders[name] = step
     stats = interleaved(contenders, blocks=blocks, calls=calls)
     ref = first_loss["handwritten"]
+    diff = {name: abs(v - ref) / abs(ref) for name, v in first_loss.items()}
     return {
         "workload": f"HMM K={k} N={n} T={length}",
         "K": k,
@@ -227,9 +238,10 @@ def bench(k: int, n: int, length: int, blocks: int, calls: int) -> dict:
         "T": length,
         "init_and_first_call_s": compile_s,
         "first_loss": first_loss,
-        "loss_rel_diff_vs_handwritten": {
-            name: abs(v - ref) / abs(ref) for name, v in first_loss.items()
-        },
+        "loss_rel_diff_vs_handwritten": diff,
+        # a contender whose first loss differs computes something else: its
+        # timing is no comparison
+        "same_loss": {name: d < 1e-4 for name, d in diff.items()},
         "steady": stats,
         "ratio_vs_handwritten": {
             name: s["paired"]["handwritten"]
@@ -250,7 +262,9 @@ def main() -> None:
     else:
         k, n, lengths, blocks, calls = 8, 64, (50, opts.length), 5, 10
     rows = [bench(k, n, t, blocks, calls) for t in lengths]
-    print(f"{'workload':<24}{'contender':>14}{'init+compile s':>16}{'ms/step':>10}{'iqr ms':>9}{'x hand':>8}")
+    print(
+        f"{'workload':<24}{'contender':>14}{'init+compile s':>16}{'ms/step':>10}{'iqr ms':>9}{'x hand':>8}"
+    )
     for r in rows:
         for name, s in r["steady"].items():
             ratio = r["ratio_vs_handwritten"].get(name, 1.0)
@@ -259,7 +273,8 @@ def main() -> None:
                 f"{1e3 * s['median_s']:>10.3f}{1e3 * s['iqr_s']:>9.3f}{ratio:>8.2f}"
             )
         diffs = ", ".join(
-            f"{k}: {v:.1e}" for k, v in r["loss_rel_diff_vs_handwritten"].items()
+            f"{k}: {v:.1e}" + ("" if r["same_loss"][k] else " (NOT the same loss)")
+            for k, v in r["loss_rel_diff_vs_handwritten"].items()
         )
         print(f"{'':<24}first losses vs hand-written (relative): {diffs}")
     payload = {
