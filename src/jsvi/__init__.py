@@ -17,12 +17,15 @@ from jsvi import (
 from jsvi.arviz import to_arviz
 from jsvi.checking import ValidationReport, validate
 from jsvi.checkpoint import load_state, save_state
+from jsvi.core.markov import markov
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
 from jsvi.distributions.kl import kl_divergence
 from jsvi.handlers import config_enumerate
 from jsvi.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from jsvi.infer.discrete import infer_discrete
+from jsvi.infer.log_likelihood import log_likelihood
 from jsvi.loop import EarlyStopping, svi_run
 from jsvi.optim import per_param
 from jsvi.predictive import Predictive
@@ -62,8 +65,11 @@ __all__ = [
     "format_shapes",
     "get_params",
     "handlers",
+    "infer_discrete",
     "kl_divergence",
     "load_state",
+    "log_likelihood",
+    "markov",
     "nn",
     "param",
     "per_param",

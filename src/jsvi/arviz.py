@@ -60,6 +60,7 @@ def to_arviz(
     samples: Mapping[str, Any],
     *,
     posterior_predictive: Mapping[str, Any] | None = None,
+    log_likelihood: Mapping[str, Any] | None = None,
     observed_data: Mapping[str, Any] | None = None,
     num_chains: int = 1,
     coords: Mapping[str, Any] | None = None,
@@ -71,6 +72,9 @@ def to_arviz(
         samples: dict site name -> array ``(num_draws, ...)``, e.g. from
             ``guide.sample_posterior`` or ``Predictive``.
         posterior_predictive: optional draws of predicted sites, same layout.
+        log_likelihood: optional pointwise log-likelihoods, dict observed site
+            name -> array ``(num_draws, *batch_shape)`` (``jsvi.log_likelihood``
+            gives them), so that ``arviz.loo`` and ``arviz.waic`` run.
         observed_data: optional dict site name -> observed array (no draw axis).
         num_chains: split the draw axis into this many chains (chain-major).
         coords, dims: passed to ArviZ (named coordinates of the site dims).
@@ -99,6 +103,7 @@ def to_arviz(
     az = _import_arviz()
     posterior = _as_group(samples, "samples", num_chains)
     predictive = _as_group(posterior_predictive, "posterior_predictive", num_chains)
+    log_lik = _as_group(log_likelihood, "log_likelihood", num_chains)
     observed = None
     if observed_data is not None:
         observed = {k: np.asarray(v) for k, v in observed_data.items()}
@@ -107,6 +112,7 @@ def to_arviz(
         return az.from_dict(
             posterior=posterior,
             posterior_predictive=predictive,
+            log_likelihood=log_lik,
             observed_data=observed,
             coords=None if coords is None else dict(coords),
             dims=None if dims is None else dict(dims),

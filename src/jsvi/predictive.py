@@ -5,7 +5,8 @@ Each draw runs the model once under ``seed`` (with the guide's values replayed,
 or the posterior sample substituted) and records its sites; ``jax.vmap`` runs all
 draws at once, inside one ``jax.jit`` per argument shapes.
 
-May import (within jsvi): ``jsvi.core``, ``jsvi._args``, ``jsvi._typing``, ``jsvi.errors``.
+May import (within jsvi): ``jsvi.core``, ``jsvi.infer``, ``jsvi._args``, ``jsvi._typing``,
+``jsvi.errors``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from jsvi._typing import Array, ModelFn, Params, PRNGKey
 from jsvi.core.handlers import as_key, block, replay, seed, substitute, trace
 from jsvi.core.runtime import Message
 from jsvi.errors import ArgumentError, ShapeError, SiteError
+from jsvi.infer.discrete import infer_discrete
 
 __all__ = ["Predictive"]
 
@@ -75,6 +77,9 @@ class Predictive:
         num_samples: number of draws (required for the prior and with a guide).
         return_sites: names of the sites to return (sample, deterministic or
             param sites); default every sample and deterministic site.
+        infer_discrete: draw the model's enumerated sites (``infer={"enumerate":
+            "parallel"}``) from their exact posterior given the observations and
+            the draw's other values (``jsvi.infer_discrete``), in every draw.
 
     Raises:
         ArgumentError: none of ``guide``, ``posterior_samples``, ``num_samples``;
@@ -98,6 +103,7 @@ class Predictive:
         posterior_samples: Mapping[str, Any] | None = None,
         num_samples: int | None = None,
         return_sites: Sequence[str] | None = None,
+        infer_discrete: bool = False,
     ):
         if not callable(model):
             raise ArgumentError(
@@ -158,6 +164,7 @@ class Predictive:
             self.posterior_samples = None
         self.num_samples = int(num_samples)
         self.return_sites = return_sites
+        self.infer_discrete = bool(infer_discrete)
         # This predictive's own compiled draw (one program per argument structure),
         # dropped with it.
         self._compiled = jax.jit(functools.partial(_predict, self), static_argnums=(0,))
@@ -208,6 +215,9 @@ class Predictive:
 
                 model = substitute(model, substitute_fn=sample_fn)
             model = substitute(model, substitute_fn=param_fn)
+            if self.infer_discrete:
+                discrete_key = jax.random.fold_in(model_key, 1)
+                model = infer_discrete(model, temperature=1, rng_key=discrete_key)
             model_tr = trace(seed(model, model_key)).get_trace(*args, **kwargs)
         return self._select(model_tr)
 

@@ -9,6 +9,14 @@ along that dim, so one run of the model evaluates every assignment at once and n
 Python loop over support values is needed. The dim is recorded in the site's
 ``infer["_enumerate_dim"]``; estimators read it from the trace.
 
+Inside ``jsvi.markov`` a site enumerated more than ``history`` steps ago stops
+being visible, and its dim is handed to the next site that needs one: a new site
+takes the dim nearest the plates that no visible site holds. Because a dim may
+then stand for different sites at different points of a run, every sample site
+run while some enumerated site is visible records which site each dim stands
+for, as ``infer["_enumerate_live"]`` (dim -> site name); estimators read a
+site's enumeration dims through that record.
+
 The handler also checks what enumeration needs: the site has a finite support,
 its batch shape leaves room for the new dim, the support is not too large, and no
 site sits in more vectorized plates than ``max_plate_nesting`` allows.
@@ -27,10 +35,25 @@ from jsvi._typing import ModelFn, Shape
 from jsvi.core.runtime import Handler, Message
 from jsvi.errors import ArgumentError, ShapeError, SiteError
 
-__all__ = ["DEFAULT_MAX_ENUM_SIZE", "ENUM_DIM_KEY", "enum", "support_size"]
+__all__ = [
+    "DEFAULT_MAX_ENUM_SIZE",
+    "ENUM_DIM_KEY",
+    "ENUM_LIVE_KEY",
+    "MARKOV_KIND",
+    "enum",
+    "support_size",
+]
 
 #: Key of ``site.infer`` that holds the dim an enumerated site was laid out along.
 ENUM_DIM_KEY = "_enumerate_dim"
+
+#: Key of ``site.infer`` that maps each enumeration dim visible to the site to the
+#: name of the enumerated site it stands for at that point of the run.
+ENUM_LIVE_KEY = "_enumerate_live"
+
+#: ``Message.kind`` of the step messages ``jsvi.markov`` sends: ``args`` is
+#: ``(action, token, history)`` with action ``"enter"``, ``"step"`` or ``"exit"``.
+MARKOV_KIND = "_markov"
 
 #: Default bound on ``support size * prod(batch_shape)`` of one enumerated site
 #: (2**26 entries: 256 MiB of float32 log-densities for that site alone).
@@ -153,26 +176,48 @@ class enum(Handler):
         self.first_available_dim = first_available_dim
         self.max_plate_nesting = max_plate_nesting
         self.max_enum_size = max_enum_size
-        self._next_dim = first_available_dim
 
     def _on_enter(self) -> enum:
-        self._next_dim = self.first_available_dim
+        self._live: dict[int, str] = {}
+        # active markov chains, innermost last: [token, history, steps]
+        self._chains: list[list[Any]] = []
         return self
 
     def process(self, msg: Message) -> None:
+        if msg.kind == MARKOV_KIND:
+            self._markov(*msg.args)
+            return
         if msg.kind != "sample":
             return
         self._check_plates(msg)
         strategy = msg.infer.get("enumerate")
-        if strategy is None or msg.value is not None or msg.is_observed:
+        if strategy is not None and msg.value is None and not msg.is_observed:
+            if strategy != "parallel":
+                raise SiteError(
+                    f"sample site {msg.name!r}: infer['enumerate']={strategy!r} is not "
+                    "supported. Use 'parallel' (every value at once, along a batch "
+                    "dim), or remove the option to sample the site."
+                )
+            self._enumerate(msg)
+        if self._live:
+            msg.infer = {**msg.infer, ENUM_LIVE_KEY: dict(self._live)}
+
+    def _markov(self, action: str, token: Any, history: int) -> None:
+        """Track ``jsvi.markov`` steps; forget sites more than ``history`` back."""
+        if action == "enter":
+            self._chains.append([token, history, []])
             return
-        if strategy != "parallel":
-            raise SiteError(
-                f"sample site {msg.name!r}: infer['enumerate']={strategy!r} is not "
-                "supported. Use 'parallel' (every value at once, along a batch dim), "
-                "or remove the option to sample the site."
-            )
-        self._enumerate(msg)
+        chain = next((c for c in self._chains if c[0] is token), None)
+        if chain is None:
+            return
+        if action == "exit":
+            self._chains.remove(chain)
+            return
+        steps = chain[2]
+        steps.append([])
+        while len(steps) > history + 1:
+            gone = set(steps.pop(0))
+            self._live = {d: n for d, n in self._live.items() if n not in gone}
 
     def _check_plates(self, msg: Message) -> None:
         for frame in msg.cond_indep_stack:
@@ -196,15 +241,17 @@ class enum(Handler):
                 "finite support to enumerate. Remove the option and let the guide "
                 "sample the site, or use a discrete distribution."
             )
-        dim = self._next_dim
+        dim = self.first_available_dim
+        while dim in self._live:
+            dim -= 1
         batch_shape: Shape = tuple(fn.batch_shape)
-        if len(batch_shape) >= -dim:
+        if len(batch_shape) >= -dim and batch_shape[dim] != 1:
             raise ShapeError(
-                f"sample site {name!r}: batch_shape {batch_shape} has {len(batch_shape)} "
-                f"dims, but enumeration puts its support at dim {dim} (left of the "
+                f"sample site {name!r}: batch_shape {batch_shape} has size "
+                f"{batch_shape[dim]} at dim {dim}, but enumeration puts its support at dim {dim} (left of the "
                 f"{self.max_plate_nesting} plate dims and "
-                f"{self.first_available_dim - dim} earlier enumerated dims), which the "
-                "batch shape already reaches. Declare every batch dim with a plate (or "
+                f"{self.first_available_dim - dim} enumerated dims in use), which the "
+                "batch shape already uses. Declare every batch dim with a plate (or "
                 "move it into the event with .to_event(n)), or raise "
                 "max_plate_nesting."
             )
@@ -217,7 +264,10 @@ class enum(Handler):
         event_shape = tuple(fn.event_shape)
         msg.value = values.reshape((size,) + (1,) * (-dim - 1) + event_shape)
         msg.infer = {**msg.infer, ENUM_DIM_KEY: dim}
-        self._next_dim = dim - 1
+        self._live[dim] = name
+        for chain in self._chains:
+            if chain[2]:
+                chain[2][-1].append(name)
 
     def _check_size(self, name: str, size: int, batch_shape: Shape) -> None:
         total = size * math.prod(batch_shape)

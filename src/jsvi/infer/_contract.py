@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import math
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -38,7 +37,7 @@ import jax.numpy as jnp
 import opt_einsum
 
 from jsvi._typing import Array
-from jsvi.errors import ShapeError, SiteError
+from jsvi.errors import SiteError
 
 __all__ = [
     "Factor",
@@ -104,14 +103,9 @@ def to_positional(f: Factor, rank: int) -> Array:
 
 
 def _letters(dims: Iterable[int]) -> dict[int, str]:
-    chars = string.ascii_letters
+    """One einsum symbol per dim (ASCII letters first, then further symbols)."""
     ordered = sorted(set(dims))
-    if len(ordered) > len(chars):
-        raise ShapeError(
-            f"sum_product: {len(ordered)} distinct dims in one contraction, more "
-            f"than {len(chars)}. Enumerate fewer sites at once."
-        )
-    return {d: chars[i] for i, d in enumerate(ordered)}
+    return {d: opt_einsum.get_symbol(i) for i, d in enumerate(ordered)}
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -183,9 +177,13 @@ def _finite_max(x: Array, axes: tuple[int, ...]) -> Array:
 
 
 def _step(
-    operands: Sequence[Factor], summed: set[int], sizes: Mapping[int, int]
+    operands: Sequence[Factor],
+    summed: set[int],
+    sizes: Mapping[int, int],
+    maximize: bool = False,
 ) -> Factor:
-    """``log sum_{summed} prod exp(operands)`` for a few operands."""
+    """``log sum_{summed} prod exp(operands)`` for a few operands (``max`` in
+    place of ``sum`` when ``maximize``)."""
     union = sorted(set().union(*(f.dims for f in operands)))
     out_dims = tuple(d for d in union if d not in summed)
     if len(operands) == 1 and not summed:
@@ -193,7 +191,7 @@ def _step(
     union_size = math.prod(sizes[d] for d in union)
     out_size = math.prod(sizes[d] for d in out_dims)
     biggest = max([out_size] + [math.prod(f.log.shape) for f in operands])
-    if union_size <= _BROADCAST_FACTOR * biggest or len(operands) == 1:
+    if maximize or union_size <= _BROADCAST_FACTOR * biggest or len(operands) == 1:
         total = None
         for f in operands:
             aligned = jnp.expand_dims(
@@ -202,7 +200,7 @@ def _step(
             total = aligned if total is None else total + aligned
         axes = tuple(i for i, d in enumerate(union) if d in summed)
         if axes:
-            total = logsumexp(total, axes)
+            total = jnp.max(total, axis=axes) if maximize else logsumexp(total, axes)
         return Factor(total, out_dims)
     letters = _letters(union)
     shifted, shift = [], jnp.zeros(())
@@ -224,8 +222,13 @@ def _step(
     return Factor(jnp.log(jnp.einsum(eq, *shifted)) + shift, out_dims)
 
 
-def sum_product(factors: Sequence[Factor], summed: Iterable[int]) -> Factor:
+def sum_product(
+    factors: Sequence[Factor], summed: Iterable[int], maximize: bool = False
+) -> Factor:
     """``log sum_{summed dims} prod_i exp(factors[i])``, keeping every other dim.
+
+    With ``maximize`` the sums become maxima (the max-product semiring: the
+    log-density of the best assignment of the ``summed`` dims).
 
     The order of pairwise steps comes from ``opt_einsum.contract_path``; each dim
     is summed at the first step after which no remaining operand has it.
@@ -253,7 +256,7 @@ def sum_product(factors: Sequence[Factor], summed: Iterable[int]) -> Factor:
     summed &= set(sizes)
     ops = list(factors)
     if len(ops) == 1:
-        return _step(ops, summed, sizes)
+        return _step(ops, summed, sizes, maximize)
     letters = _letters(sizes)
     eq = ",".join("".join(letters[d] for d in f.dims) for f in ops)
     out = "".join(letters[d] for d in sorted(sizes) if d not in summed)
@@ -265,7 +268,7 @@ def sum_product(factors: Sequence[Factor], summed: Iterable[int]) -> Factor:
         ops = [f for i, f in enumerate(ops) if i not in positions]
         elsewhere = set().union(*(f.dims for f in ops)) if ops else set()
         here = set().union(*(f.dims for f in chosen))
-        ops.append(_step(chosen, (here & summed) - elsewhere, sizes))
+        ops.append(_step(chosen, (here & summed) - elsewhere, sizes, maximize))
     (result,) = ops
     return result
 
@@ -323,6 +326,7 @@ def contract_to_terms(
     variables: Mapping[int, Variable],
     plates: Mapping[str, PlateInfo],
     free: Mapping[int, Variable] | None = None,
+    maximize: bool = False,
 ) -> list[tuple[Factor, frozenset]]:
     """Sum the enumerated ``variables`` out of a product of plated factors.
 
@@ -334,6 +338,8 @@ def contract_to_terms(
         plates: plate name -> its dim, subsample size and ratio.
         free: enumeration dims left in the result (a guide's enumerated sites,
             whose expectation is taken later), with their variables.
+        maximize: maximize the variables out instead of summing them
+            (max-product; for MAP assignments).
 
     Returns:
         ``(log-term, ordinal)`` pairs whose sum over each term's plate elements
@@ -369,7 +375,7 @@ def contract_to_terms(
         local = {d for d, v in variables.items() if v.ordinal == leaf}
         for comp in _components(group, local):
             here = set().union(*(f.dims for f in comp))
-            result = sum_product(comp, here & local)
+            result = sum_product(comp, here & local, maximize)
             rest = [d for d in result.dims if d in variables]
             if not rest:
                 done.append((result, leaf))

@@ -1,14 +1,14 @@
 """``TraceEnum_ELBO``: the ELBO with discrete latents summed out (model side) or
 averaged exactly (guide side) by parallel enumeration.
 
-May import: ``jsvi.infer.elbo``, ``jsvi.infer._contract``, ``jsvi.core``
+May import: ``jsvi.infer.elbo``, ``jsvi.infer.traces``, ``jsvi.infer._contract``,
+``jsvi.infer._enum_factors``, ``jsvi.core``
 (``core.enumeration`` included).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -16,18 +16,34 @@ import jax
 import jax.numpy as jnp
 
 from jsvi._typing import Array, ModelFn, PRNGKey, PyTree, shape_of
-from jsvi.core.enumeration import DEFAULT_MAX_ENUM_SIZE, ENUM_DIM_KEY, enum
+from jsvi.core.enumeration import (
+    DEFAULT_MAX_ENUM_SIZE,
+    ENUM_DIM_KEY,
+    ENUM_LIVE_KEY,
+    enum,
+)
 from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Message
 from jsvi.core.trace import Site, Trace
-from jsvi.distributions import Bernoulli, Categorical, ExpandedDistribution
 from jsvi.errors import ArgumentError, ShapeError, SiteError
 from jsvi.infer._contract import (
+    Factor,
     PlateInfo,
     Variable,
     contract_to_terms,
     to_factor,
     to_positional,
+)
+from jsvi.infer._enum_factors import (
+    _LABEL_BASE,
+    _common_scale,
+    _connected,
+    _enum_dims,
+    _log_density,
+    _masked,
+    _ordinal,
+    _relabel,
+    _weigh,
 )
 from jsvi.infer.elbo import (
     ELBO,
@@ -41,16 +57,6 @@ from jsvi.infer.traces import MODEL_KEY_OFFSET, check_model_guide, feasible_draw
 __all__ = ["TraceEnum_ELBO", "guess_max_plate_nesting"]
 
 ParamFn = Callable[[Message], Any]
-
-
-def _ordinal(site: Site) -> frozenset:
-    return frozenset(f.name for f in site.cond_indep_stack if f.vectorized)
-
-
-def _plate_ratio(site: Site) -> float:
-    return math.prod(
-        f.size / f.subsample_size for f in site.cond_indep_stack if f.vectorized
-    )
 
 
 def guess_max_plate_nesting(
@@ -112,52 +118,6 @@ def _check_plate_depth(
                     )
 
 
-def _support_log_prob(fn: Any, dim: int) -> Array | None:
-    """``fn.log_prob`` of its whole support laid out along ``dim``, read off the
-    normalized logits instead of gathered (no gather, no scatter in the gradient);
-    ``None`` for families without this shortcut. A plate-expanded family is read
-    off its base and broadcast, as its ``log_prob`` would be."""
-    batch_shape = tuple(fn.batch_shape)
-    if type(fn) is ExpandedDistribution:
-        fn = fn.base_dist
-    if type(fn) is Categorical and "_probs" in fn.__dict__:
-        # Transpose before the log: the gradient then sums over the plate dims in
-        # this layout instead of materializing a transposed copy.
-        table = jnp.log(jnp.moveaxis(fn.probs, -1, 0))
-    elif type(fn) is Categorical:
-        table = jnp.moveaxis(fn.logits, -1, 0)
-    elif type(fn) is Bernoulli and "_logits" in fn.__dict__:
-        logits = fn.logits
-        table = jnp.stack([-jax.nn.softplus(logits), logits - jax.nn.softplus(logits)])
-    elif type(fn) is Bernoulli:
-        probs = fn.probs
-        table = jnp.stack([jnp.log1p(-probs), jnp.log(probs)])
-    else:
-        return None
-    size, base_shape = table.shape[0], table.shape[1:]
-    table = table.reshape((size,) + (1,) * (-dim - 1 - len(base_shape)) + base_shape)
-    full = (size,) + (1,) * (-dim - 1 - len(batch_shape)) + batch_shape
-    return jnp.broadcast_to(table, full)
-
-
-def _log_density(site: Site, dim: int | None) -> Array:
-    """Unweighted log-density of a sample site (``dim``: its enumeration dim)."""
-    if dim is not None:
-        log_prob = _support_log_prob(site.fn, dim)
-        if log_prob is not None:
-            return log_prob
-    return site.fn.log_prob(site.value)
-
-
-def _weigh(site: Site, log_prob: Array) -> Array:
-    """The site's mask and scale applied, as ``site_log_prob`` does."""
-    if site.mask is not None:
-        log_prob = jnp.where(site.mask, log_prob, 0.0)
-    if site.scale is not None:
-        log_prob = log_prob * site.scale
-    return log_prob
-
-
 class _Cost(NamedTuple):
     """A term of the ELBO: a positional log-density (scale applied) and its plates."""
 
@@ -166,13 +126,22 @@ class _Cost(NamedTuple):
     name: str
 
 
-def _enum_dims(x: Array, dims: Mapping[int, Any]) -> list[int]:
-    shape = jnp.shape(x)
-    return [d for d in dims if len(shape) >= -d and shape[d] > 1]
+def _check_distinct_guide_dims(guide_enum: Mapping[str, int]) -> None:
+    seen: dict[int, str] = {}
+    for name, dim in guide_enum.items():
+        if dim in seen:
+            raise SiteError(
+                f"guide sites {seen[dim]!r} and {name!r}: enumerated in the guide "
+                f"along the same dim {dim} (inside jsvi.markov, which reuses dims). "
+                "Guide-side enumeration does not recycle dims: enumerate the chain "
+                "in the model (leave it out of the guide), or drop jsvi.markov "
+                "from the guide."
+            )
+        seen[dim] = name
 
 
 def _check_enum_model_guide(
-    model_tr: Trace, guide_tr: Trace, guide_enum: Mapping[str, int]
+    model_tr: Trace, guide_tr: Trace, guide_enum: Mapping[str, int], nesting: int
 ) -> None:
     for name in guide_enum:
         m_site = model_tr.sample_sites().get(name)
@@ -182,7 +151,40 @@ def _check_enum_model_guide(
                 "it. A guide describes latent variables only: remove the site (or its "
                 "'enumerate' option) from the guide."
             )
-    check_model_guide(model_tr, guide_tr, check_shapes=not guide_enum)
+    check_model_guide(model_tr, guide_tr, check_shapes=False)
+    if guide_enum:
+        return
+    model_sites = model_tr.sample_sites()
+    for name, g_site in guide_tr.latent_sites().items():
+        m_site = model_sites.get(name)
+        if m_site is not None:
+            _check_broadcast_value(name, m_site.fn, g_site.value, nesting)
+
+
+def _check_broadcast_value(name: str, fn: Any, value: Any, nesting: int) -> None:
+    """A guide's value must have the model's shape, except that it may lack (or
+    have size 1 at) enumeration dims, left of the ``nesting`` plate dims: the
+    model's distribution depends on an enumerated site there, and the value
+    broadcasts against it."""
+    batch, event = tuple(fn.batch_shape), tuple(fn.event_shape)
+    got = shape_of(value)
+    n_event = len(event)
+    got_batch = got[: len(got) - n_event]
+    fits = got[len(got) - n_event :] == event and len(got_batch) <= len(batch)
+    for d in range(-len(batch), 0):
+        if not fits:
+            break
+        size = got_batch[d] if len(got_batch) >= -d else 1
+        fits = size == batch[d] or (size == 1 and -d > nesting)
+    if not fits:
+        raise ShapeError(
+            f"sample site {name!r}: the guide draws values of shape {got}, but "
+            f"the model's distribution has batch_shape {batch} and event_shape "
+            f"{event} (value shape {batch + event}; enumeration dims, left of the "
+            f"{nesting} plate dims, may be left out). Make the two agree: use the "
+            "same plates in model and guide, and .expand(...)/.to_event(n) where a "
+            "site holds several values."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +211,15 @@ class TraceEnum_ELBO(ELBO):
     (and their enumerated ancestors). Both are exact, so with an empty guide and
     every latent enumerated, :math:`\widehat{\rm ELBO} = \log p_\theta(x)` and its
     gradient is the exact gradient of the log-likelihood.
+
+    Scale and mask: a ``handlers.scale`` factor :math:`s` around sites that are
+    summed out together multiplies the summed-out term,
+    :math:`s \log \sum_w p`, so those sites must share one scalar scale (an
+    error says otherwise). A masked-out element of a model-enumerated site counts
+    as absent: its log-density becomes :math:`-\log K` for each of its
+    :math:`K` values, which sums to :math:`0`. A mask may depend on enumerated
+    values. A guide-drawn value of a model site whose distribution depends on an
+    enumerated site broadcasts against the enumeration dims.
 
     Gradients: :math:`\widehat{\rm ELBO}` is differentiated as it stands (pathwise
     through reparameterized :math:`z`, exactly through the weights
@@ -384,7 +395,10 @@ class TraceEnum_ELBO(ELBO):
             for n, s in guide_latent.items()
             if ENUM_DIM_KEY in s.infer
         }
-        _check_enum_model_guide(model_tr, guide_tr, guide_enum)
+        _check_distinct_guide_dims(guide_enum)
+        _check_enum_model_guide(
+            model_tr, guide_tr, guide_enum, int(self.max_plate_nesting or 0)
+        )
         model_costs = self._model_costs(model_tr, guide_tr, guide_enum)
         guide_costs, weights = [], {}
         for n, s in guide_latent.items():
@@ -408,17 +422,23 @@ class TraceEnum_ELBO(ELBO):
     ) -> list[_Cost]:
         """The model's log-density as plated log-terms, enumerated sites summed out."""
         sites = model_tr.sample_sites()
-        model_enum = {
-            s.infer[ENUM_DIM_KEY]: Variable(n, _ordinal(s))
-            for n, s in model_tr.latent_sites().items()
-            if ENUM_DIM_KEY in s.infer
+        enumerated = {
+            n: s for n, s in model_tr.latent_sites().items() if ENUM_DIM_KEY in s.infer
         }
-        dims = {**guide_enum, **{v.name: d for d, v in model_enum.items()}}
-        if not model_enum:
+        dims = {
+            **guide_enum,
+            **{n: s.infer[ENUM_DIM_KEY] for n, s in enumerated.items()},
+        }
+        if not enumerated:
             return [
                 _Cost(_weigh(s, _log_density(s, dims.get(n))), _ordinal(s), n)
                 for n, s in sites.items()
             ]
+        # A model-enumerated site is named in the contraction by a label of its
+        # own, far left of every positional dim: under ``markov`` one dim stands
+        # for several sites in turn.
+        labels = {n: _LABEL_BASE - i for i, n in enumerate(enumerated)}
+        variables = {labels[n]: Variable(n, _ordinal(s)) for n, s in enumerated.items()}
         free = {
             dim: Variable(n, _ordinal(guide_tr[n])) for n, dim in guide_enum.items()
         }
@@ -430,29 +450,41 @@ class TraceEnum_ELBO(ELBO):
                         plates[f.name] = PlateInfo(
                             f.dim, f.subsample_size, f.size / f.subsample_size
                         )
-        costs, factors = [], []
+        costs: list[_Cost] = []
+        factors: list[tuple[Factor, frozenset, Site]] = []
         for name, site in sites.items():
-            log_prob = _log_density(site, dims.get(name))
-            if not _enum_dims(log_prob, model_enum):
-                costs.append(_Cost(_weigh(site, log_prob), _ordinal(site), name))
+            live = {
+                d: n
+                for d, n in site.infer.get(ENUM_LIVE_KEY, {}).items()
+                if n in enumerated
+            }
+            log_prob = _masked(
+                site, _log_density(site, dims.get(name)), name in enumerated
+            )
+            if not _enum_dims(log_prob, live):
+                scaled = log_prob if site.scale is None else log_prob * site.scale
+                costs.append(_Cost(scaled, _ordinal(site), name))
                 continue
-            if site.mask is not None:
-                log_prob = jnp.where(site.mask, log_prob, 0.0)
-            if site.scale is not None:
-                log_prob = log_prob * (site.scale / _plate_ratio(site))
-            self._check_dims(site, log_prob, set(model_enum) | set(free))
-            factors.append((to_factor(log_prob), _ordinal(site)))
-        rank = int(self.max_plate_nesting or 0) + len(model_enum) + len(free)
-        for term, ordinal in contract_to_terms(factors, model_enum, plates, free):
-            value = to_positional(term, rank)
-            full = list(value.shape)
-            ratio = 1.0
-            for p in ordinal:
-                full[plates[p].dim] = plates[p].subsample_size
-                ratio *= plates[p].ratio
-            value = jnp.broadcast_to(value, tuple(full))
-            value = value * ratio if ratio != 1.0 else value
-            costs.append(_Cost(value, ordinal, "(enumerated part of the model)"))
+            self._check_dims(site, log_prob, set(live) | set(free))
+            factor = _relabel(
+                to_factor(log_prob), {d: labels[n] for d, n in live.items()}
+            )
+            factors.append((factor, _ordinal(site), site))
+        rank = max([int(self.max_plate_nesting or 0)] + [-d for d in free])
+        for component in _connected(factors, variables):
+            scale = _common_scale([site for _, _, site in component])
+            pairs = [(f, o) for f, o, _ in component]
+            for term, ordinal in contract_to_terms(pairs, variables, plates, free):
+                value = to_positional(term, rank)
+                full = list(value.shape)
+                ratio = 1.0
+                for p in ordinal:
+                    full[plates[p].dim] = plates[p].subsample_size
+                    ratio *= plates[p].ratio
+                value = jnp.broadcast_to(value, tuple(full))
+                value = value * ratio if ratio != 1.0 else value
+                value = value * scale if scale is not None else value
+                costs.append(_Cost(value, ordinal, "(enumerated part of the model)"))
         return costs
 
     def _check_dims(self, site: Site, log_prob: Array, enum_dims: set[int]) -> None:

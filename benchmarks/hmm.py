@@ -1,0 +1,293 @@
+"""Step and compile time of ``TraceEnum_ELBO`` on a hidden Markov model written with
+``jsvi.markov``, against a hand-written JAX forward algorithm and NumPyro
+(``scan`` with funsor's ``TraceEnum_ELBO``), side by side in one run.
+
+Workload: an HMM with K hidden states and Gaussian emissions, N sequences in a
+plate, length T, data sampled from a known HMM. The parameters (transition
+matrix, state means, emission scale) are model-side ``param``s and the guide is
+empty, so each step computes the exact log-likelihood (states summed out) and its
+gradient, then an optax Adam(1e-2) update. Every chain starts from state 0
+(``s_t ~ Categorical(trans[s_{t-1}])`` with ``s_{-1} = 0``). The first losses are
+compared as a check that the three compute the same thing; a contender whose
+first loss differs is flagged (``same_loss``) and its time is no comparison. At
+the time of writing the NumPyro model below does not reproduce the forward
+algorithm's loss (it differs already at T = 2), so its column is not a
+like-for-like comparison.
+
+The issue's workload is K = 8, N = 64, T = 1,000. ``jsvi.markov`` is a Python
+loop, so its compile time grows with T (about 30 s for the gradient at T = 200 on
+this 2-core CPU); the default here is K = 8, N = 64, T = 100, with compile times
+also at T = 50. ``jsvi.scan`` (one ``lax.scan``, compile time independent of T)
+is not available yet.
+
+Usage: ``python benchmarks/hmm.py [--smoke] [--out DIR] [--length T]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _harness import context, interleaved, write
+
+import jsvi
+import jsvi.distributions as dist
+from jsvi import constraints
+
+
+def true_params(k: int) -> dict:
+    trans = 0.1 / k + 0.9 * jnp.eye(k)
+    return {
+        "trans": trans / trans.sum(-1, keepdims=True),
+        "locs": jnp.linspace(-2.0 * k / 4, 2.0 * k / 4, k),
+        "scale": jnp.array(0.7),
+    }
+
+
+def make_data(k: int, n: int, length: int, key: jax.Array) -> jax.Array:
+    """Sequences (n, length) from the HMM ``true_params(k)``."""
+    p = true_params(k)
+
+    def step(s, key):
+        k1, k2 = jax.random.split(key)
+        s = jax.random.categorical(k1, jnp.log(p["trans"][s]))
+        return s, p["locs"][s] + p["scale"] * jax.random.normal(k2, s.shape)
+
+    _, ys = jax.lax.scan(step, jnp.zeros(n, jnp.int32), jax.random.split(key, length))
+    return ys.T
+
+
+def start_params(k: int) -> dict:
+    return {
+        "trans": jnp.full((k, k), 1.0 / k),
+        "locs": jnp.linspace(-1.0, 1.0, k),
+        "scale": jnp.array(1.0),
+    }
+
+
+def empty_guide(ys):
+    del ys
+
+
+# --- jsvi --------------------------------------------------------------------------
+
+
+def jsvi_model_for(k: int):
+    start = start_params(k)
+
+    def model(ys):
+        trans = jsvi.param("trans", start["trans"], constraints.simplex)
+        locs = jsvi.param("locs", start["locs"])
+        scale = jsvi.param("scale", start["scale"], constraints.positive)
+        with jsvi.plate("sequences", ys.shape[0]):
+            s = 0
+            for t in jsvi.markov(range(ys.shape[1])):
+                s = jsvi.sample(
+                    f"s_{t}",
+                    dist.Categorical(trans[s]),
+                    infer={"enumerate": "parallel"},
+                )
+                jsvi.sample(f"y_{t}", dist.Normal(locs[s], scale), obs=ys[:, t])
+
+    return model
+
+
+def jsvi_contender(k: int, ys: jax.Array):
+    svi = jsvi.SVI(
+        jsvi_model_for(k),
+        empty_guide,
+        optax.adam(1e-2),
+        jsvi.TraceEnum_ELBO(max_plate_nesting=1),
+    )
+    box = {"state": jsvi.svi_init(svi, jax.random.key(0), ys)}
+
+    def step():
+        box["state"], loss = jsvi.svi_update(svi, box["state"], ys)
+        return loss
+
+    return step
+
+
+# --- hand-written forward algorithm -----------------------------------------------
+
+
+def forward_nll(params: dict, ys: jax.Array) -> jax.Array:
+    """-log p(ys): the forward algorithm in log space, one ``lax.scan`` over time."""
+    trans = jax.nn.softmax(params["trans_logits"], -1)
+    log_trans = jnp.log(trans)
+    scale = jnp.exp(params["log_scale"])
+    log_obs = jax.scipy.stats.norm.logpdf(ys.T[..., None], params["locs"], scale)
+
+    def step(alpha, lo):
+        alpha = jax.nn.logsumexp(alpha[:, :, None] + log_trans, 1) + lo
+        return alpha, None
+
+    alpha0 = log_trans[0] + log_obs[0]
+    alpha, _ = jax.lax.scan(step, alpha0, log_obs[1:])
+    return -jnp.sum(jax.nn.logsumexp(alpha, -1))
+
+
+def handwritten_contender(k: int, ys: jax.Array):
+    start = start_params(k)
+    params = {
+        "trans_logits": jnp.log(start["trans"]),
+        "locs": start["locs"],
+        "log_scale": jnp.log(start["scale"]),
+    }
+    opt = optax.adam(1e-2)
+
+    @jax.jit
+    def update(params, opt_state, ys):
+        loss, grads = jax.value_and_grad(forward_nll)(params, ys)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    box = {"params": params, "opt": opt.init(params)}
+
+    def step():
+        box["params"], box["opt"], loss = update(box["params"], box["opt"], ys)
+        return loss
+
+    return step
+
+
+# --- NumPyro -----------------------------------------------------------------------
+
+
+def numpyro_contender(k: int, ys: jax.Array):
+    """NumPyro's step (``scan`` + funsor TraceEnum_ELBO), or None if missing."""
+    try:
+        import funsor  # noqa: F401
+        import numpyro
+        import numpyro.distributions as ndist
+        from numpyro.contrib.control_flow import scan
+        from numpyro.distributions import constraints as nconstraints
+        from numpyro.infer import SVI
+        from numpyro.infer import TraceEnum_ELBO as NumPyroTraceEnum
+    except ImportError:
+        return None
+    start = start_params(k)
+
+    def model(ys):
+        trans = numpyro.param("trans", start["trans"], constraint=nconstraints.simplex)
+        locs = numpyro.param("locs", start["locs"])
+        scale = numpyro.param("scale", start["scale"], constraint=nconstraints.positive)
+
+        def transition(s_prev, y):
+            with numpyro.plate("sequences", ys.shape[0], dim=-1):
+                s = numpyro.sample(
+                    "s",
+                    ndist.Categorical(trans[s_prev]),
+                    infer={"enumerate": "parallel"},
+                )
+                numpyro.sample("y", ndist.Normal(locs[s], scale), obs=y)
+            return s, None
+
+        scan(transition, jnp.zeros(ys.shape[0], jnp.int32), ys.T)
+
+    svi = SVI(
+        model, empty_guide, optax.adam(1e-2), NumPyroTraceEnum(max_plate_nesting=1)
+    )
+    state = svi.init(jax.random.key(0), ys)
+    update = jax.jit(svi.update)
+    box = {"state": state}
+
+    def step():
+        box["state"], loss = update(box["state"], ys)
+        return loss
+
+    return step
+
+
+# --- driver ------------------------------------------------------------------------
+
+
+def first_call(step) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    loss = float(jax.block_until_ready(step()))
+    return loss, time.perf_counter() - t0
+
+
+def bench(k: int, n: int, length: int, blocks: int, calls: int) -> dict:
+    ys = make_data(k, n, length, jax.random.key(length))
+    makers = {
+        "jsvi_markov": jsvi_contender,
+        "handwritten": handwritten_contender,
+        "numpyro_scan": numpyro_contender,
+    }
+    contenders, first_loss, compile_s = {}, {}, {}
+    for name, make in makers.items():
+        t0 = time.perf_counter()
+        step = make(k, ys)
+        if step is None:
+            continue
+        first_loss[name], seconds = first_call(step)
+        compile_s[name] = seconds + (time.perf_counter() - t0 - seconds)
+        contenders[name] = step
+    stats = interleaved(contenders, blocks=blocks, calls=calls)
+    ref = first_loss["handwritten"]
+    diff = {name: abs(v - ref) / abs(ref) for name, v in first_loss.items()}
+    return {
+        "workload": f"HMM K={k} N={n} T={length}",
+        "K": k,
+        "N": n,
+        "T": length,
+        "init_and_first_call_s": compile_s,
+        "first_loss": first_loss,
+        "loss_rel_diff_vs_handwritten": diff,
+        # a contender whose first loss differs computes something else: its
+        # timing is no comparison
+        "same_loss": {name: d < 1e-4 for name, d in diff.items()},
+        "steady": stats,
+        "ratio_vs_handwritten": {
+            name: s["paired"]["handwritten"]
+            for name, s in stats.items()
+            if name != "handwritten"
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--out", default=None, help="results folder (default results/)")
+    parser.add_argument("--length", type=int, default=100, help="T (default 100)")
+    opts = parser.parse_args()
+    if opts.smoke:
+        k, n, lengths, blocks, calls = 3, 4, (6,), 2, 3
+    else:
+        k, n, lengths, blocks, calls = 8, 64, (50, opts.length), 5, 10
+    rows = [bench(k, n, t, blocks, calls) for t in lengths]
+    print(
+        f"{'workload':<24}{'contender':>14}{'init+compile s':>16}{'ms/step':>10}{'iqr ms':>9}{'x hand':>8}"
+    )
+    for r in rows:
+        for name, s in r["steady"].items():
+            ratio = r["ratio_vs_handwritten"].get(name, 1.0)
+            print(
+                f"{r['workload']:<24}{name:>14}{r['init_and_first_call_s'][name]:>16.2f}"
+                f"{1e3 * s['median_s']:>10.3f}{1e3 * s['iqr_s']:>9.3f}{ratio:>8.2f}"
+            )
+        diffs = ", ".join(
+            f"{k}: {v:.1e}" + ("" if r["same_loss"][k] else " (NOT the same loss)")
+            for k, v in r["loss_rel_diff_vs_handwritten"].items()
+        )
+        print(f"{'':<24}first losses vs hand-written (relative): {diffs}")
+    payload = {
+        "context": context(),
+        "smoke": opts.smoke,
+        "sizes": {"K": k, "N": n, "T": list(lengths)},
+        "keys": "data: jax.random.key(T); init: jax.random.key(0)",
+        "rows": rows,
+    }
+    path = write("hmm" + ("-smoke" if opts.smoke else ""), payload, opts.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()
