@@ -22,7 +22,13 @@ from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
 from jsvi.distributions.kl import kl_divergence
 from jsvi.handlers import config_enumerate
-from jsvi.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from jsvi.infer import (
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+)
 from jsvi.loop import EarlyStopping, svi_run
 from jsvi.optim import per_param
 from jsvi.predictive import Predictive
@@ -40,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EarlyStopping",
     "Predictive",
+    "RenyiELBO",
     "SVI",
     "SVIState",
     "Site",
