@@ -11,6 +11,7 @@ from jsvi import (
     errors,
     handlers,
     nn,
+    reparam,
     testing,
     transforms,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "per_param",
     "plate",
     "prng_key",
+    "reparam",
     "sample",
     "save_state",
     "svi_init",
