@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from jsvi import constraints
 from jsvi._typing import Array, ArrayLike, ModelFn
@@ -111,16 +112,16 @@ class LocScaleReparam(Reparam):
     """
 
     def __init__(self, centered: ArrayLike | None = None):
+        self._all_centred = False
         if centered is not None:
-            c = jnp.asarray(centered)
-            if not jnp.issubdtype(c.dtype, jnp.number) or bool(
-                jnp.any((c < 0) | (c > 1))
-            ):
+            c = np.asarray(centered)
+            if not np.issubdtype(c.dtype, np.number) or bool(np.any((c < 0) | (c > 1))):
                 raise ArgumentError(
                     f"LocScaleReparam: centered must be None or in [0, 1], got "
                     f"{centered!r}. Use 0 for non-centred, 1 for centred, None to "
                     "learn it."
                 )
+            self._all_centred = bool(np.all(c == 1))
         self.centered = centered
 
     def apply(self, name: str, fn: Distribution) -> Array:
@@ -144,7 +145,7 @@ class LocScaleReparam(Reparam):
             )
         else:
             c = jnp.asarray(self.centered, loc.dtype)
-        if self.centered is not None and bool(jnp.all(c == 1)):
+        if self._all_centred:
             return _aux_sample(f"{name}_decentered", fn)
         aux_fn = build(core, c * loc, scale**c)
         aux_fn = aux_fn.expand(shape) if aux_fn.batch_shape != shape else aux_fn
