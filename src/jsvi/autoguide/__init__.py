@@ -1,7 +1,7 @@
 """Guides built automatically from a model: ``AutoDelta``, ``AutoNormal``,
 ``AutoDiagonalNormal``, ``AutoMultivariateNormal``,
-``AutoLowRankMultivariateNormal``, ``AutoLaplaceApproximation``, ``AutoGuideList``
-and the ``init_to_*`` strategies that choose
+``AutoLowRankMultivariateNormal``, ``AutoLaplaceApproximation``, the flow guides
+``AutoIAFNormal`` and ``AutoBNAFNormal``, ``AutoGuideList`` and the ``init_to_*`` strategies that choose
 where they start.
 
 An autoguide is called with the model's arguments, like any guide, and is trained
@@ -20,6 +20,7 @@ from jsvi.autoguide.continuous import (
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
 )
+from jsvi.autoguide.flows import AutoBNAFNormal, AutoIAFNormal
 from jsvi.autoguide.guide_list import AutoGuideList
 from jsvi.autoguide.guides import AutoDelta, AutoNormal
 from jsvi.autoguide.initialization import (
@@ -33,11 +34,13 @@ from jsvi.autoguide.initialization import (
 from jsvi.autoguide.laplace import AutoLaplaceApproximation
 
 __all__ = [
+    "AutoBNAFNormal",
     "AutoContinuous",
     "AutoDelta",
     "AutoDiagonalNormal",
     "AutoGuide",
     "AutoGuideList",
+    "AutoIAFNormal",
     "AutoLaplaceApproximation",
     "AutoLowRankMultivariateNormal",
     "AutoMultivariateNormal",
