@@ -70,3 +70,13 @@ def test_flow_guides_beat_autonormal_on_a_banana():
         assert flow.mean() - base.mean() > 4 * se, (type(guide).__name__, flow.mean(),
                                                    base.mean(), se)
         assert flow.mean() <= 4 * flow.std(ddof=1) / np.sqrt(2000)  # a lower bound on 0
+
+
+def test_dreg_refuses_a_flow_guide_by_site_name():
+    from jsvi.errors import SiteError
+
+    guide = AutoIAFNormal(banana)
+    svi = jsvi.SVI(banana, guide, optax.adam(0.01),
+                   jsvi.RenyiELBO(doubly_reparameterized=True))
+    with pytest.raises(SiteError, match="guide site 'a'.*flow"):
+        jsvi.svi_init(svi, jax.random.key(0))

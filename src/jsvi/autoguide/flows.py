@@ -11,7 +11,9 @@ each site is a point mass at its value whose log-density carries the exact
 ``log q``: the first site holds ``log N(eps) - log|det d u / d eps|``, and every
 site its own ``-log|det J|`` of the unconstraining bijection. ``Trace_ELBO``'s
 pathwise gradient is exact; the guides do not support sticking the landing
-(nor DReG), which needs ``log q`` as a function of the value.
+(nor DReG), which needs ``log q`` as a function of the value: their sites carry
+``infer={"log_q_from_draw": True}``, and ``RenyiELBO(doubly_reparameterized=True)``
+refuses them.
 
 The flows start close to the identity (the IAF's last layer is zero), so the guide
 starts as ``AutoNormal`` does: ``N(loc, init_scale^2)`` around ``init_loc_fn``'s
@@ -319,7 +321,9 @@ class _AutoFlow(AutoContinuous):
             log_det = jnp.sum(latent.transform.log_abs_det_jacobian(block, value))
             log_density = (log_q if i == 0 else 0.0) - log_det
             point = Delta(value, log_density=log_density, event_dim=len(latent.shape))
-            values[latent.name] = sample(latent.name, point)
+            values[latent.name] = sample(
+                latent.name, point, infer={"log_q_from_draw": True}
+            )
         return values
 
     # -- after training -----------------------------------------------------------

@@ -139,6 +139,13 @@ class RenyiELBO(ELBO):
         if not self.doubly_reparameterized:
             return
         for name, site in guide_tr.latent_sites().items():
+            if site.infer.get("log_q_from_draw"):
+                raise SiteError(
+                    f"guide site {name!r}: its log-density is computed from the draw "
+                    "(a flow autoguide), not from the value, so DReG cannot hold the "
+                    "guide's parameters fixed in it. Use "
+                    "RenyiELBO(doubly_reparameterized=False) with this guide."
+                )
             if not is_reparameterized(site):
                 raise SiteError(
                     f"guide site {name!r}: RenyiELBO(doubly_reparameterized=True) "
