@@ -163,11 +163,11 @@ class RenyiELBO(ELBO):
         guide: ModelFn,
         args: tuple,
         kwargs: Mapping[str, Any],
-    ) -> tuple[Array, Array, Array, Array]:
-        """``(log_w, path, score, theta)`` of one draw.
+    ) -> tuple[Array, Array, Array]:
+        """``(log_w, score, theta)`` of one draw.
 
-        ``path`` has ``log_w``'s value and its pathwise gradient (with DReG: the
-        guide's parameters fixed inside ``log q``); ``score`` is the summed
+        ``log_w`` carries the pathwise gradient (with DReG: the guide's
+        parameters fixed inside ``log q``); ``score`` is the summed
         ``log q`` of non-reparameterized sites; ``theta`` is ``log p`` with the
         draws held fixed (DReG with model parameters only; else zero).
         """
@@ -181,7 +181,7 @@ class RenyiELBO(ELBO):
         theta = jnp.zeros(())
         if dreg and terms.model_tr.param_sites():
             theta = _log_p_at_fixed_draws(rng_key, model, param_fn, terms, args, kwargs)
-        return terms.elbo(), terms.pathwise(), score, theta
+        return terms.pathwise(), score, theta
 
     def loss_and_aux(
         self,
@@ -195,22 +195,21 @@ class RenyiELBO(ELBO):
     ) -> tuple[Array, tuple[Array, PyTree]]:
         """``(surrogate_loss, (loss, elbo_state))``: ``loss`` is ``-L_alpha``."""
 
-        def one(key: PRNGKey) -> tuple[Array, Array, Array, Array]:
+        def one(key: PRNGKey) -> tuple[Array, Array, Array]:
             return self._particle(key, param_fn, model, guide, args, kwargs)
 
-        log_w, path, score, theta = self._particles(rng_key, one)
+        log_w, score, theta = self._particles(rng_key, one)
         one_minus = 1.0 - self.alpha
-        log_k = math.log(self.num_particles)
-        bound = (jax.nn.logsumexp(one_minus * log_w) - log_k) / one_minus
-        weights = jax.lax.stop_gradient(jax.nn.softmax(one_minus * log_w))
+        bound = (jax.nn.logsumexp(one_minus * log_w) - math.log(self.num_particles))
+        bound = bound / one_minus
         if self.doubly_reparameterized:
+            weights = jax.lax.stop_gradient(jax.nn.softmax(one_minus * log_w))
             coef = weights * (self.alpha + one_minus * weights)
-            surrogate = jnp.sum(coef * path) + jnp.sum((weights - coef) * theta)
+            surrogate = jnp.sum(coef * log_w) + jnp.sum((weights - coef) * theta)
+            surrogate = value_preserving(surrogate, bound)
         else:
-            path_bound = (jax.nn.logsumexp(one_minus * path) - log_k) / one_minus
-            surrogate = path_bound + score_term(jnp.sum(score), bound)
-        surrogate = value_preserving(surrogate, bound)
-        return -surrogate, (-bound, elbo_state)
+            surrogate = bound + score_term(jnp.sum(score), bound)
+        return -surrogate, (-jax.lax.stop_gradient(bound), elbo_state)
 
 
 def _log_p_at_fixed_draws(
