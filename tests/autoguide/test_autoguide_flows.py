@@ -15,22 +15,22 @@ from jsvi.autoguide import AutoBNAFNormal, AutoIAFNormal, AutoNormal
 from jsvi.autoguide.flows import (
     BlockNeuralAutoregressiveTransform,
     InverseAutoregressiveTransform,
-    bnaf_masks,
-    init_bnaf,
-    init_made,
-    made_masks,
+    _bnaf_masks,
+    _init_bnaf,
+    _init_made,
+    _made_masks,
 )
 
 
 def test_flows_are_triangular_and_their_log_det_is_exact():
     dim = 3
     x = jax.random.normal(jax.random.key(3), (dim,))
-    made = init_made(jax.random.key(1), dim, (8, 8))
+    made = _init_made(jax.random.key(1), dim, (8, 8))
     made = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(2), a.shape),
                         made)
-    flows = [InverseAutoregressiveTransform(made, made_masks(dim, (8, 8))),
-             BlockNeuralAutoregressiveTransform(init_bnaf(jax.random.key(4), dim, (4, 3)),
-                                                bnaf_masks(dim, (4, 3)), dim)]
+    flows = [InverseAutoregressiveTransform(made, _made_masks(dim, (8, 8))),
+             BlockNeuralAutoregressiveTransform(_init_bnaf(jax.random.key(4), dim, (4, 3)),
+                                                _bnaf_masks(dim, (4, 3)), dim)]
 
     @jax.jit
     def jac_and_log_det(x):

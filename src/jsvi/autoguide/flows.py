@@ -59,7 +59,7 @@ __all__ = [
 # IAF
 
 
-def made_masks(dim: int, hidden_dims: Sequence[int]) -> list[np.ndarray]:
+def _made_masks(dim: int, hidden_dims: Sequence[int]) -> list[np.ndarray]:
     """Masks of a MADE network ``dim -> hidden_dims -> 2 * dim``.
 
     Input ``i`` has degree ``i + 1``; hidden units get degrees ``1 .. dim - 1`` in
@@ -78,7 +78,7 @@ def made_masks(dim: int, hidden_dims: Sequence[int]) -> list[np.ndarray]:
     return [m.astype(np.float32) for m in masks]
 
 
-def init_made(key: PRNGKey, dim: int, hidden_dims: Sequence[int]) -> list[dict]:
+def _init_made(key: PRNGKey, dim: int, hidden_dims: Sequence[int]) -> list[dict]:
     """Weights of a MADE network; the last layer is zero (an identity IAF)."""
     sizes = [dim, *hidden_dims, 2 * dim]
     layers = []
@@ -115,11 +115,18 @@ class InverseAutoregressiveTransform(Transform):
 
     Args:
         params: the MADE weights, a list of ``{"w": (out, in), "b": (out,)}``.
-        masks: ``made_masks(dim, hidden_dims)``.
+        masks: ``_made_masks(dim, hidden_dims)``.
 
     References:
         Kingma et al. (2016), Improved variational inference with inverse
         autoregressive flow. Germain et al. (2015), MADE.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> weights = _init_made(jax.random.key(0), 3, (8,))  # last layer zero
+        >>> t = InverseAutoregressiveTransform(weights, _made_masks(3, (8,)))
+        >>> t(jnp.ones(3)).shape, float(t.log_abs_det_jacobian(jnp.ones(3), None))
+        ((3,), 0.0)
     """
 
     domain = constraints.real_vector
@@ -150,7 +157,7 @@ class InverseAutoregressiveTransform(Transform):
 # BNAF
 
 
-def bnaf_masks(dim: int, factors: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _bnaf_masks(dim: int, factors: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(diagonal-block mask, strictly-lower-block mask) per layer of a BNAF
     ``dim -> dim * factors[0] -> ... -> dim``."""
     sizes = [1, *factors, 1]
@@ -162,7 +169,7 @@ def bnaf_masks(dim: int, factors: Sequence[int]) -> list[tuple[np.ndarray, np.nd
     return masks
 
 
-def init_bnaf(key: PRNGKey, dim: int, factors: Sequence[int]) -> list[dict]:
+def _init_bnaf(key: PRNGKey, dim: int, factors: Sequence[int]) -> list[dict]:
     sizes = [1, *factors, 1]
     layers = []
     keys = jax.random.split(key, len(sizes) - 1)
@@ -222,6 +229,13 @@ class BlockNeuralAutoregressiveTransform(Transform):
 
     References:
         De Cao, Aziz, Titov (2019), Block neural autoregressive flow.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> weights = _init_bnaf(jax.random.key(0), 3, (4,))
+        >>> t = BlockNeuralAutoregressiveTransform(weights, _bnaf_masks(3, (4,)), 3)
+        >>> t(jnp.ones(3)).shape
+        (3,)
     """
 
     domain = constraints.real_vector
@@ -412,10 +426,10 @@ class AutoIAFNormal(_AutoFlow):
 
     def _init_flows(self, key: PRNGKey, dim: int) -> list:
         keys = jax.random.split(key, self.num_flows)
-        return [init_made(k, dim, self._hidden(dim)) for k in keys]
+        return [_init_made(k, dim, self._hidden(dim)) for k in keys]
 
     def _flows(self, weights: list, dim: int) -> list[Transform]:
-        masks = made_masks(dim, self._hidden(dim))
+        masks = _made_masks(dim, self._hidden(dim))
         return [InverseAutoregressiveTransform(w, masks) for w in weights]
 
 
@@ -463,10 +477,10 @@ class AutoBNAFNormal(_AutoFlow):
 
     def _init_flows(self, key: PRNGKey, dim: int) -> list:
         keys = jax.random.split(key, self.num_flows)
-        return [init_bnaf(k, dim, self.hidden_factors) for k in keys]
+        return [_init_bnaf(k, dim, self.hidden_factors) for k in keys]
 
     def _flows(self, weights: list, dim: int) -> list[Transform]:
-        masks = bnaf_masks(dim, self.hidden_factors)
+        masks = _bnaf_masks(dim, self.hidden_factors)
         return [BlockNeuralAutoregressiveTransform(w, masks, dim) for w in weights]
 
 
