@@ -69,8 +69,16 @@ D, RHO = 10, 0.9
 COV = (1 - RHO) * np.eye(D) + RHO * np.ones((D, D))
 
 
+PREC = np.linalg.inv(COV)
+LOG_NORM = -0.5 * (D * np.log(2 * np.pi) + np.linalg.slogdet(COV)[1])
+
+
 def corr_model():
-    jsvi.sample("z", dist.MultivariateNormal(jnp.zeros(D), covariance_matrix=jnp.asarray(COV)))
+    """z ~ N(0, COV), written as a standard Normal plus a factor (the same log
+    density as MultivariateNormal; a matrix-vector product compiles faster)."""
+    z = jsvi.sample("z", dist.Normal(0.0, 1.0).expand((D,)).to_event(1))
+    log_p = LOG_NORM - 0.5 * z @ jnp.asarray(PREC, jnp.float32) @ z
+    jsvi.factor("corr", log_p - dist.Normal(0.0, 1.0).log_prob(z).sum())
 
 
 def test_khat_is_large_for_mean_field_on_a_correlated_gaussian():
@@ -81,7 +89,7 @@ def test_khat_is_large_for_mean_field_on_a_correlated_gaussian():
     guide = jsvi.autoguide.AutoNormal(corr_model)
     svi = jsvi.SVI(corr_model, guide, optax.adam(0.0), jsvi.Trace_ELBO())
     state = jsvi.svi_init(svi, jax.random.key(0))
-    scale = 1 / np.sqrt(np.diag(np.linalg.inv(COV)))
+    scale = 1 / np.sqrt(np.diag(PREC))
     params = dict(state.params)
     (loc_name,) = [n for n in params if n.endswith("_loc")]
     (scale_name,) = [n for n in params if n.endswith("_scale")]
