@@ -11,6 +11,7 @@ from jsvi import (
     errors,
     handlers,
     nn,
+    reparam,
     testing,
     transforms,
 )
@@ -23,7 +24,13 @@ from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
 from jsvi.distributions.kl import kl_divergence
 from jsvi.handlers import config_enumerate
-from jsvi.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from jsvi.infer import (
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+)
 from jsvi.infer.discrete import infer_discrete
 from jsvi.infer.log_likelihood import log_likelihood
 from jsvi.loop import EarlyStopping, svi_run
@@ -43,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EarlyStopping",
     "Predictive",
+    "RenyiELBO",
     "SVI",
     "SVIState",
     "Site",
@@ -75,6 +83,7 @@ __all__ = [
     "per_param",
     "plate",
     "prng_key",
+    "reparam",
     "sample",
     "save_state",
     "svi_init",

@@ -1,4 +1,5 @@
-"""Public effect handlers (``jsvi.handlers``); re-exports of ``jsvi.core.handlers``."""
+"""Public effect handlers (``jsvi.handlers``); re-exports of ``jsvi.core.handlers``
+and of ``jsvi.reparam.reparam``."""
 
 from jsvi.core.handlers import (
     block,
@@ -11,12 +12,14 @@ from jsvi.core.handlers import (
     substitute,
     trace,
 )
+from jsvi.reparam import reparam
 
 __all__ = [
     "block",
     "condition",
     "config_enumerate",
     "mask",
+    "reparam",
     "replay",
     "scale",
     "seed",

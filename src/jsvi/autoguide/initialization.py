@@ -1,5 +1,6 @@
 """Strategies that pick where an autoguide starts: ``init_to_median``,
-``init_to_sample``, ``init_to_feasible`` and ``init_to_value``.
+``init_to_mean``, ``init_to_sample``, ``init_to_uniform``, ``init_to_feasible`` and
+``init_to_value``.
 
 A strategy is a function ``(site, rng_key) -> value``: given a latent sample site
 of the model (a ``jsvi.Site`` whose ``fn`` is its distribution, already broadcast by
@@ -30,8 +31,10 @@ from jsvi.transforms import biject_to
 __all__ = [
     "InitStrategy",
     "init_to_feasible",
+    "init_to_mean",
     "init_to_median",
     "init_to_sample",
+    "init_to_uniform",
     "init_to_value",
 ]
 
@@ -99,6 +102,69 @@ def init_to_sample(site: Site | None = None, rng_key: PRNGKey | None = None) -> 
     if site is None:
         return init_to_sample
     return site.fn.sample(rng_key)
+
+
+def init_to_mean(site: Site | None = None, rng_key: PRNGKey | None = None) -> Any:
+    """Start at the prior mean; where it is undefined or infinite (a Cauchy, a
+    heavy-tailed StudentT), at the prior median instead.
+
+    Example:
+        >>> import jax, jsvi.distributions as dist
+        >>> from jsvi.core.trace import Site
+        >>> float(init_to_mean(Site("sample", "s", fn=dist.Gamma(2.0, 4.0)), jax.random.key(0)))
+        0.5
+    """
+    if site is None:
+        return init_to_mean
+    try:
+        mean = jnp.broadcast_to(
+            site.fn.mean, tuple(site.fn.batch_shape) + tuple(site.fn.event_shape)
+        )
+    except (NotImplementedError, AttributeError):
+        return init_to_median(site, rng_key)
+    median = init_to_median(site, rng_key)
+    return jnp.where(jnp.isfinite(mean), mean, median)
+
+
+def init_to_uniform(
+    site: Site | None = None,
+    rng_key: PRNGKey | None = None,
+    *,
+    radius: float = 2.0,
+) -> Any:
+    """Start at a uniform draw in ``(-radius, radius)`` in unconstrained space,
+    mapped onto the support (as Stan initializes its chains).
+
+    Args:
+        site: the model's latent site (omit it to configure the strategy).
+        rng_key: key for the draw.
+        radius: half-width of the unconstrained box (> 0).
+
+    Example:
+        >>> import jax, jsvi.distributions as dist
+        >>> from jsvi.core.trace import Site
+        >>> site = Site("sample", "s", fn=dist.Gamma(2.0, 1.0))
+        >>> v = init_to_uniform(radius=1.0)(site, jax.random.key(0))
+        >>> bool(jnp.exp(-1.0) < v < jnp.exp(1.0))
+        True
+    """
+    if (
+        isinstance(radius, bool)
+        or not isinstance(radius, (int, float))
+        or not 0 < radius < float("inf")
+    ):
+        raise ArgumentError(
+            f"init_to_uniform: radius must be a positive float, got {radius!r}."
+        )
+    if site is None:
+        return functools.partial(init_to_uniform, radius=float(radius))
+    fn = site.fn
+    transform = biject_to(fn.support)
+    shape = transform.inverse_shape(tuple(fn.batch_shape) + tuple(fn.event_shape))
+    u = jax.random.uniform(
+        rng_key, shape, jnp.result_type(float), minval=-radius, maxval=radius
+    )
+    return transform(u)
 
 
 def init_to_feasible(site: Site | None = None, rng_key: PRNGKey | None = None) -> Any:

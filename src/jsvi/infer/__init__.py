@@ -11,6 +11,7 @@ from jsvi.infer.params import (
     unconstrain,
     unconstrained_param_fn,
 )
+from jsvi.infer.renyi_elbo import RenyiELBO
 from jsvi.infer.trace_elbo import Trace_ELBO
 from jsvi.infer.traceenum_elbo import TraceEnum_ELBO
 from jsvi.infer.tracegraph_elbo import TraceGraph_ELBO
@@ -19,6 +20,7 @@ from jsvi.infer.traces import check_signatures, feasible_draws, get_traces
 __all__ = [
     "ELBO",
     "ParamFn",
+    "RenyiELBO",
     "TraceEnum_ELBO",
     "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
