@@ -301,3 +301,16 @@ def test_sites_named_by_traced_subsample_indices_get_a_how_to():
     svi = jsvi.SVI(model, lambda x: None, optax.adam(0.1), jsvi.Trace_ELBO())
     with pytest.raises(jsvi.errors.SiteError, match="plate \\('points'\\).*enumerate"):
         jsvi.svi_init(svi, 0, jnp.arange(6.0))
+
+
+def test_stick_the_landing_refuses_a_flow_guide():
+    from jsvi.autoguide import AutoIAFNormal
+
+    def model():
+        x = jsvi.sample("x", dist.Normal(0.0, 1.0))
+        jsvi.sample("y", dist.Normal(x, 1.0), obs=0.5)
+
+    loss = jsvi.Trace_ELBO(stick_the_landing=True)
+    svi = jsvi.SVI(model, AutoIAFNormal(model), optax.adam(1e-2), loss)
+    with pytest.raises(jsvi.errors.SiteError, match="guide site 'x'.*stick_the_landing"):
+        jsvi.svi_init(svi, 0)

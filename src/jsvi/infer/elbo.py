@@ -283,6 +283,14 @@ def elbo_terms(
     score = {n: masked[n] for n in non_reparam}
     log_q_path = dict(log_q)
     if stick_the_landing:
+        for name, site in latent.items():
+            if site.infer.get("log_q_from_draw"):
+                raise SiteError(
+                    f"guide site {name!r}: its log-density is computed with its draw "
+                    "(a flow guide), so stick_the_landing cannot hold the guide's "
+                    "params fixed inside it. Use stick_the_landing=False with this "
+                    "guide, or RenyiELBO's DReG gradient for a reparameterized guide."
+                )
 
         def frozen(msg: Message) -> Any:
             value = param_fn(msg)
