@@ -314,3 +314,13 @@ def test_stick_the_landing_refuses_a_flow_guide():
     svi = jsvi.SVI(model, AutoIAFNormal(model), optax.adam(1e-2), loss)
     with pytest.raises(jsvi.errors.SiteError, match="guide site 'x'.*stick_the_landing"):
         jsvi.svi_init(svi, 0)
+
+
+def test_a_plate_created_without_with_is_an_error():
+    def model(x):
+        mu = jsvi.param("mu", 0.0)
+        jsvi.plate("data", x.shape[0])  # forgot `with`
+        jsvi.sample("x", dist.Normal(mu, 1.0).expand((x.shape[0],)).to_event(1), obs=x)
+
+    with pytest.raises(jsvi.errors.SiteError, match="plate 'data': created in the model but never used"):
+        jsvi.validate(model, lambda x: None, jnp.zeros(3))

@@ -520,10 +520,12 @@ class plate:
         self.size = size
         self.subsample_size = subsample_size
         self.dim = dim
+        self.used = False  # entered (``with``) or iterated (``for``)
         msg = Message(
             kind="plate",
             name=name,
             args=(size, subsample_size),
+            kwargs={"plate": self},
             value=None if subsample is None else jnp.asarray(subsample),
             default=_subsample_default,
         )
@@ -540,6 +542,7 @@ class plate:
         self._frame_handler: _PlateFrame | None = None
 
     def __enter__(self) -> Array:
+        self.used = True
         outer = [f for f in _enclosing_frames() if f.vectorized]
         used = {f.dim for f in outer}
         if any(f.name == self.name for f in outer):
@@ -571,6 +574,7 @@ class plate:
             self._frame_handler = None
 
     def __iter__(self) -> Iterator[Any]:
+        self.used = True
         indices = self._indices
         if self.subsample_size == self.size:
             values: Any = range(self.size)

@@ -145,11 +145,13 @@ class located(Handler):
     def postprocess(self, msg: Message) -> None:
         if msg.kind in ("sample", "param", "deterministic"):
             self.last = msg.name
+        elif msg.kind == "plate" and "plate" in msg.kwargs:
+            self.plates.append(msg.kwargs["plate"])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.last = None
+        self.last, self.plates = None, []
         try:
-            return super().__call__(*args, **kwargs)
+            out = super().__call__(*args, **kwargs)
         except _TRACED_VALUE_ERRORS as e:
             raise SiteError(
                 f"{self._where()}: Python control flow or a NumPy/int/float conversion "
@@ -163,6 +165,15 @@ class located(Handler):
             if "site " in text or "param " in text or "plate " in text:
                 raise
             raise type(e)(f"{self._where()}: {text}") from e
+        for p in self.plates:
+            if not getattr(p, "used", True):
+                raise SiteError(
+                    f"plate {p.name!r}: created in the {self.role} but never used. A "
+                    "plate acts only inside `with jsvi.plate(...):` (vectorized) or "
+                    "`for i in jsvi.plate(...):` (sequential); sites after a bare "
+                    f"`jsvi.plate({p.name!r}, ...)` call are not in it."
+                )
+        return out
 
     def _where(self) -> str:
         if self.last is None:
