@@ -30,6 +30,8 @@ __all__ = ["TruncatedNormal"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def log1mexp(d: Array) -> Array:
@@ -154,25 +156,50 @@ class TruncatedNormal(Distribution):
             inside = inside & (value <= self.high)
         return jnp.where(inside, lp, -jnp.inf)
 
-    def _ratios(self) -> tuple[Array, Array, Array, Array]:
-        """``phi(alpha) / Z``, ``phi(beta) / Z`` and the finite-bound products
-        ``alpha phi(alpha) / Z``, ``beta phi(beta) / Z``."""
+    def _ratios(self) -> tuple[Array, Array]:
+        """``phi(alpha) / Z`` and ``phi(beta) / Z``.
+
+        A window on one side of 0 is mirrored to the upper side, where
+        ``phi(lo) / Q(lo) = sqrt(2 / pi) / erfcx(lo / sqrt(2))`` and ``Q(hi) / Q(lo)``
+        (``Q`` the upper tail) come from ``erfcx`` to float precision however far out
+        the window lies; a window around 0 takes plain differences of ``ndtr``.
+        """
         alpha, beta = self._bounds()
-        *_, log_z = self._frame()
-        r_a = jnp.exp(_log_phi(alpha) - log_z)
-        r_b = jnp.exp(_log_phi(beta) - log_z)
-        ar_a = jnp.where(jnp.isfinite(alpha), alpha * r_a, 0.0)
-        br_b = jnp.where(jnp.isfinite(beta), beta * r_b, 0.0)
-        return r_a, r_b, ar_a, br_b
+        flip = beta <= 0
+        lo = jnp.where(flip, -beta, alpha)
+        hi = jnp.where(flip, -alpha, beta)
+        tail = lo >= 0
+        # tail frame (lo >= 0): the safe values keep the unused branch finite
+        lo_t, hi_t = jnp.where(tail, lo, 0.0), jnp.where(tail, hi, jnp.inf)
+        cx_lo = special.erfcx(lo_t / _SQRT_2)
+        e = jnp.exp(0.5 * (jnp.square(lo_t) - jnp.square(hi_t)))  # phi(hi) / phi(lo)
+        q = special.erfcx(hi_t / _SQRT_2) / cx_lo * e  # Q(hi) / Q(lo)
+        r_lo_t = _SQRT_2_OVER_PI / cx_lo / (1 - q)
+        r_hi_t = r_lo_t * e
+        # window around 0
+        lo_s, hi_s = jnp.where(tail, -1.0, lo), jnp.where(tail, 1.0, hi)
+        z = special.ndtr(hi_s) - special.ndtr(lo_s)
+        r_lo_s = jnp.exp(_log_phi(lo_s)) / z
+        r_hi_s = jnp.exp(_log_phi(hi_s)) / z
+        r_lo = jnp.where(tail, r_lo_t, r_lo_s)
+        r_hi = jnp.where(tail, r_hi_t, r_hi_s)
+        # phi is even: mirrored back, lo's ratio is beta's and hi's is alpha's
+        return jnp.where(flip, r_hi, r_lo), jnp.where(flip, r_lo, r_hi)
 
     @property
     def mean(self) -> Array:
-        r_a, r_b, _, _ = self._ratios()
+        r_a, r_b = self._ratios()
         return self.loc + self.scale * (r_a - r_b)
 
     @property
     def variance(self) -> Array:
-        r_a, r_b, ar_a, br_b = self._ratios()
+        """``scale^2 (1 + alpha r_a - beta r_b - (r_a - r_b)^2)``. Far in a tail the
+        terms cancel to about ``1 / alpha^2``: the relative error grows like
+        ``alpha^2`` float ulps."""
+        alpha, beta = self._bounds()
+        r_a, r_b = self._ratios()
+        ar_a = jnp.where(jnp.isfinite(alpha), alpha * r_a, 0.0)
+        br_b = jnp.where(jnp.isfinite(beta), beta * r_b, 0.0)
         return jnp.square(self.scale) * (1 + ar_a - br_b - jnp.square(r_a - r_b))
 
     def cdf(self, value: ArrayLike) -> Array:
