@@ -153,7 +153,11 @@ class MixtureSameFamily(_Mixture):
                 f"{comp.batch_shape}. Give it batch_shape batch_shape + ({k},)."
             )
         try:
-            jnp.broadcast_shapes(mixing_distribution.batch_shape, comp.batch_shape[:-1])
+            batch = tuple(
+                jnp.broadcast_shapes(
+                    mixing_distribution.batch_shape, comp.batch_shape[:-1]
+                )
+            )
         except ValueError:
             raise ShapeError(
                 "MixtureSameFamily: the batch shape "
@@ -161,6 +165,11 @@ class MixtureSameFamily(_Mixture):
                 f"broadcast with {comp.batch_shape[:-1]}, the component batch shape "
                 "without its last dim. Give them compatible shapes."
             ) from None
+        # Both carry the full batch shape, so that vmap keeps their dims aligned.
+        if mixing_distribution.batch_shape != batch:
+            mixing_distribution = mixing_distribution.expand(batch)
+        if comp.batch_shape != batch + (k,):
+            comp = comp.expand(batch + (k,))
         self.mixing_distribution = mixing_distribution
         self.component_distribution = comp
         if validate_args is None:
@@ -282,8 +291,10 @@ class MixtureGeneral(_Mixture):
                 f"shapes {sorted(events)}. Give every component the same event shape."
             )
         try:
-            jnp.broadcast_shapes(
-                mixing_distribution.batch_shape, *(c.batch_shape for c in comps)
+            batch = tuple(
+                jnp.broadcast_shapes(
+                    mixing_distribution.batch_shape, *(c.batch_shape for c in comps)
+                )
             )
         except ValueError:
             raise ShapeError(
@@ -292,6 +303,10 @@ class MixtureGeneral(_Mixture):
                 f"{[c.batch_shape for c in comps]} do not broadcast. Give them "
                 "compatible shapes."
             ) from None
+        # Every part carries the full batch shape (vmap keeps the dims aligned).
+        if mixing_distribution.batch_shape != batch:
+            mixing_distribution = mixing_distribution.expand(batch)
+        comps = tuple(c if c.batch_shape == batch else c.expand(batch) for c in comps)
         self.mixing_distribution = mixing_distribution
         self.component_distributions = comps
         if validate_args is None:
