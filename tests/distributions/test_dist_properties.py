@@ -423,7 +423,6 @@ FAMILIES = [
     Family("VonMises", dist.VonMises, _elementwise(loc=LOC, concentration=CONC)),
     Family("TruncatedNormal", dist.TruncatedNormal, _truncated("low high")),
     Family("TruncatedNormal(low)", dist.TruncatedNormal, _truncated("low")),
-    Family("TruncatedNormal(high)", dist.TruncatedNormal, _truncated("high")),
     Family(
         "LKJCholesky",
         dist.LKJCholesky,
@@ -443,13 +442,9 @@ FAMILIES = [
         (("num_steps", 3),),
     ),
     Family("Geometric(probs)", dist.Geometric, _elementwise(probs=PROB)),
-    Family("Geometric(logits)", dist.Geometric, _elementwise(logits=LOGIT)),
     Family("DiscreteUniform", dist.DiscreteUniform, _discrete_uniform),
     Family(
         "Multinomial(probs)", dist.Multinomial, _counts_vector("probs", SCALE), (3,)
-    ),
-    Family(
-        "Multinomial(logits)", dist.Multinomial, _counts_vector("logits", LOGIT), (3,)
     ),
     Family("BetaBinomial", dist.BetaBinomial, _beta_binomial),
     Family(
@@ -519,20 +514,9 @@ FAMILIES = [
         _elementwise(temperature=SCALE, probs=PROB),
     ),
     Family(
-        "RelaxedBernoulli(logits)",
-        dist.RelaxedBernoulli,
-        _elementwise(temperature=SCALE, logits=LOGIT),
-    ),
-    Family(
         "RelaxedOneHotCategorical(probs)",
         dist.RelaxedOneHotCategorical,
         _relaxed_one_hot("probs"),
-        (3,),
-    ),
-    Family(
-        "RelaxedOneHotCategorical(logits)",
-        dist.RelaxedOneHotCategorical,
-        _relaxed_one_hot("logits"),
         (3,),
     ),
 ]
