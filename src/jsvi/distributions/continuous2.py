@@ -382,7 +382,7 @@ class Pareto(Distribution):
         )
         x = self.scale * jnp.exp(e / self.alpha)
         # Draws equal to ``scale`` (e rounding to 0) moved just inside the support.
-        x = jnp.maximum(x, jnp.nextafter(self.scale, jnp.inf))
+        x = jnp.maximum(x, self.scale * (1 + jnp.finfo(x.dtype).eps))
         return jnp.minimum(x, jnp.finfo(x.dtype).max)
 
     def _log_prob(self, value: ArrayLike) -> Array:
