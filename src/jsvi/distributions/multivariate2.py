@@ -12,7 +12,8 @@ sqrt(1 - y_i), 0, ...)`` with ``y_i ~ Beta(i / 2, eta + (D - 1 - i) / 2)`` and
 is ``(1 - |w_i|^2)^(b_i - 1) Gamma(i / 2) / (pi^(i / 2) B(i / 2, b_i))`` with
 ``b_i = eta + (D - 1 - i) / 2``, so ``LKJCholesky.log_prob`` is the sum over rows
 of ``(2 eta + D - 3 - i) log L_ii`` and those normalizers (a density over the
-strictly lower entries of ``L``). ``LKJ.log_prob`` subtracts the log-Jacobian
+strictly lower entries of ``L``); as ``i / 2 + b_i = eta + (D - 1) / 2`` for every
+row, the normalizers take ``D`` lgammas of ``eta``-shaped arrays. ``LKJ.log_prob`` subtracts the log-Jacobian
 ``sum_i (D - 1 - i) log L_ii`` of ``L -> L L^T``.
 
 May import (within jsvi): ``jsvi.distributions._base``,
@@ -38,7 +39,7 @@ from jsvi.distributions._base import (
     float_dtype,
     promote_params,
 )
-from jsvi.distributions.continuous import _tiny, log_beta
+from jsvi.distributions.continuous import _tiny
 from jsvi.distributions.multivariate import (
     _common_batch,
     _matvec,
@@ -142,8 +143,15 @@ class LKJCholesky(Distribution):
         log_diag = jnp.log(_diag(value)[..., 1:])
         i = jnp.arange(1, d, dtype=eta.dtype)
         powers = 2 * eta[..., None] + (d - 3) - i
-        a, b = self._beta_params()
-        log_norm = jnp.sum(special.gammaln(a) - a * _LOG_PI - log_beta(a, b), axis=-1)
+        # Row i's normalizer Gamma(i/2) / (pi^(i/2) B(i/2, b_i)) is
+        # Gamma(eta + (D-1)/2) / (pi^(i/2) Gamma(b_i)): a_i + b_i is the same for
+        # every row, so the rows share one lgamma and Gamma(i/2) cancels.
+        b = eta[..., None] + (d - 1 - i) / 2
+        log_norm = (
+            (d - 1) * special.gammaln(eta + (d - 1) / 2)
+            - jnp.sum(special.gammaln(b), axis=-1)
+            - (d * (d - 1) / 4) * _LOG_PI
+        )
         return jnp.sum(powers * log_diag, axis=-1) + log_norm
 
 
