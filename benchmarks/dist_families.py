@@ -328,12 +328,14 @@ def main() -> None:
         "--smoke", action="store_true", help="tiny sizes, four families (CI)"
     )
     parser.add_argument("--batch", type=int, default=100_000)
-    parser.add_argument("--only", default=None, help="one family")
+    parser.add_argument("--only", default=None, help="comma-separated families")
     parser.add_argument("--out", default=None, help="results directory")
     opts = parser.parse_args()
     b = 100 if opts.smoke else opts.batch
     blocks, calls = (1, 2) if opts.smoke else (3, 5)
-    only = [opts.only] if opts.only else (SMOKE_FAMILIES if opts.smoke else None)
+    only = (
+        opts.only.split(",") if opts.only else (SMOKE_FAMILIES if opts.smoke else None)
+    )
     rows = run(b, blocks, calls, only)
     summ = summary(rows)
     payload = {"context": context(), "batch": b, "summary": summ, "rows": rows}

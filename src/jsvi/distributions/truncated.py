@@ -5,8 +5,8 @@ logs from ``log_ndtr``, on the side of the mode where it does not cancel: for a
 window in the upper tail (``alpha > 0``) the mirrored window ``[-beta, -alpha]``
 is used. Draws invert the cdf of a uniform draw in the same mirrored frame, so
 they have pathwise gradients with respect to ``loc``, ``scale``, ``low`` and
-``high``. In float32 the inverse cdf stays accurate while the window starts
-less than about 13 standard deviations into the tail.
+``high``. Where the cdf underflows (windows beyond about 13 standard deviations
+in float32) the inverse cdf is solved by Newton steps on ``log_ndtr``.
 
 May import (within jsvi): ``jsvi.distributions._base``, ``jsvi.constraints``,
 ``jsvi._typing``, ``jsvi.errors``.
@@ -43,6 +43,24 @@ def log1mexp(d: Array) -> Array:
 def _log_phi(z: Array) -> Array:
     """Standard normal log-density, ``-inf`` at infinite ``z``."""
     return -0.5 * jnp.square(z) - _HALF_LOG_2PI
+
+
+def _ndtri_of_log(log_p: Array) -> Array:
+    """``ndtri(exp(log_p))``, also where ``exp(log_p)`` underflows: there (below
+    ``log_p = -80``, about 19 sds out) three Newton steps on ``log_ndtr(x) = log_p``
+    from ``x = -sqrt(-2 log_p)`` (the leading term of ``log_ndtr``'s asymptote)."""
+    deep = log_p < -80.0
+    x = special.ndtri(jnp.exp(jnp.where(deep, -1.0, log_p)))
+
+    def newton(x: Array) -> Array:
+        t = -jnp.sqrt(-2.0 * jnp.where(deep, log_p, -100.0))
+        for _ in range(3):
+            log_cdf = special.log_ndtr(t)
+            t = t - (log_cdf - log_p) * jnp.exp(log_cdf - _log_phi(t))
+        return jnp.where(deep, t, x)
+
+    # Only batches with such a draw pay for the Newton steps.
+    return jax.lax.cond(jnp.any(deep), newton, lambda x: x, x)
 
 
 class TruncatedNormal(Distribution):
@@ -130,7 +148,7 @@ class TruncatedNormal(Distribution):
         # In the mirrored frame the cdf runs the other way: q -> 1 - q.
         q = jnp.where(flip, 1 - q, q)
         log_p = jnp.logaddexp(log_phi_a, jnp.log(q) + log_z)
-        x = special.ndtri(jnp.exp(log_p))
+        x = _ndtri_of_log(log_p)
         alpha, beta = self._bounds()
         return jnp.clip(jnp.where(flip, -x, x), alpha, beta)
 
@@ -142,7 +160,14 @@ class TruncatedNormal(Distribution):
         u = jax.random.uniform(
             key, shape, dtype=dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0
         )
-        return self.loc + self.scale * self._icdf_std(u)
+        x = self.loc + self.scale * self._icdf_std(u)
+        # A one-sided support is open at its bound: keep rounded draws inside.
+        eps = jnp.finfo(dtype).eps
+        if self.high is None and self.low is not None:
+            x = jnp.maximum(x, self.low + (jnp.abs(self.low) + 1) * eps)
+        if self.low is None and self.high is not None:
+            x = jnp.minimum(x, self.high - (jnp.abs(self.high) + 1) * eps)
+        return x
 
     def _log_prob(self, value: ArrayLike) -> Array:
         value = jnp.asarray(value)
