@@ -21,6 +21,8 @@ import scipy.stats as st
 import jsvi.distributions as dist
 from jsvi.testing import assert_mc_close
 
+pytestmark = pytest.mark.statistical
+
 N = 2000
 ALPHA = 1e-4  # KS significance level
 Z = 4.0

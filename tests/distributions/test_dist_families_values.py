@@ -512,3 +512,30 @@ def test_truncated_normal_far_tail_stays_finite_and_normalized():
     assert_close(var / ref.var(), 1.0, rtol=4 * 8.0**4 * 1.2e-7)
     assert bool(jnp.all((draws >= 8.0) & (draws <= 9.0)))
     assert math.isfinite(float(jnp.sum(lp_draws)))
+
+
+@jax.jit
+def _enumerated_mass(d):
+    values = d.enumerate_support(expand=False)
+    return values, jnp.sum(jnp.exp(d.log_prob(values)), axis=0)
+
+
+def test_finite_supports_enumerate_and_their_pmfs_sum_to_one():
+    for d, size in [
+        (dist.DiscreteUniform(-1, 2), 4),
+        (dist.BetaBinomial(f32([0.5, 2.0]), f32([1.5, 3.0]), 4), 5),
+        (dist.ZeroInflatedDistribution(dist.Binomial(3, f32([0.2, 0.7])), gate=0.3), 4),
+        (
+            dist.MixtureSameFamily(
+                dist.Categorical(f32([[0.3, 0.7], [0.5, 0.5]])),
+                dist.Bernoulli(f32([[0.1, 0.8], [0.4, 0.9]])),
+            ),
+            2,
+        ),
+    ]:
+        assert d.has_enumerate_support
+        values, mass = _enumerated_mass(d)
+        assert values.shape == (size,) + (1,) * len(d.batch_shape)
+        assert d.enumerate_support().shape == (size,) + d.batch_shape
+        assert_close(mass, np.ones(d.batch_shape))  # log_prob errors: RTOL each
+    assert not dist.Geometric(0.5).has_enumerate_support
