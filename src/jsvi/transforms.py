@@ -727,6 +727,31 @@ class CorrCholeskyTransform(Transform):
         return tuple(shape[:-2]) + (n * (n - 1) // 2,)
 
 
+class _CorrMatrixCholeskyTransform(Transform):
+    """``y = L @ L.T``: Cholesky factors of correlation matrices onto correlation
+    matrices. With respect to the strictly lower triangles of ``L`` and ``y``,
+    ``log|J| = sum_i (n - 1 - i) log L_ii`` (0-based rows)."""
+
+    domain = constraints.corr_cholesky
+    codomain = constraints.corr_matrix
+
+    def __call__(self, x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        y = x @ jnp.swapaxes(x, -1, -2)
+        return 0.5 * (y + jnp.swapaxes(y, -1, -2))
+
+    def inv(self, y: ArrayLike) -> Array:
+        return jnp.linalg.cholesky(y)
+
+    def log_abs_det_jacobian(self, x: ArrayLike, y: ArrayLike) -> Array:
+        del y
+        x = jnp.asarray(x)
+        n = x.shape[-1]
+        diag = jnp.diagonal(x, axis1=-2, axis2=-1)
+        powers = jnp.arange(n - 1, -1, -1, dtype=diag.dtype)
+        return jnp.sum(powers * jnp.log(diag), axis=-1)
+
+
 # ------------------------------------------------------------------ biject_to
 
 
@@ -778,6 +803,9 @@ _BIJECTIONS: Mapping[type, Callable[[Any], Transform]] = MappingProxyType(
         constraints._LowerCholesky: lambda c: LowerCholeskyTransform(),
         constraints._PositiveDefinite: _to_positive_definite,
         constraints._CorrCholesky: lambda c: CorrCholeskyTransform(),
+        constraints._CorrMatrix: lambda c: ComposeTransform(
+            [CorrCholeskyTransform(), _CorrMatrixCholeskyTransform()]
+        ),
         constraints._Independent: _to_independent,
     }
 )
