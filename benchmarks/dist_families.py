@@ -239,7 +239,11 @@ SMOKE_FAMILIES = ("Gumbel", "GammaPoisson", "MixtureSameFamily", "ZeroInflatedPo
 
 
 def run(
-    b: int, blocks: int, calls: int, only: Sequence[str] | None
+    b: int,
+    blocks: int,
+    calls: int,
+    only: Sequence[str] | None,
+    on_row: Callable[[list[dict[str, Any]]], Any] = lambda rows: None,
 ) -> list[dict[str, Any]]:
     rows = []
     for name, (build_j, build_n, params) in families(b).items():
@@ -271,6 +275,7 @@ def run(
             if "numpyro" in timing:
                 row["ratio"] = timing["jsvi"]["paired"]["numpyro"]
             rows.append(row)
+            on_row(rows)
             ratio = row.get("ratio")
             print(
                 f"{name:30s} {op:14s} jsvi {timing['jsvi']['median_s'] * 1e3:8.2f} ms"
@@ -338,19 +343,27 @@ def main() -> None:
         "--smoke", action="store_true", help="tiny sizes, four families (CI)"
     )
     parser.add_argument("--batch", type=int, default=100_000)
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--only", default=None, help="comma-separated families")
     parser.add_argument("--out", default=None, help="results directory")
     opts = parser.parse_args()
     b = 100 if opts.smoke else opts.batch
-    blocks, calls = (1, 2) if opts.smoke else (3, 5)
+    blocks, calls = (1, 2) if opts.smoke else (opts.blocks, opts.calls)
     only = (
         opts.only.split(",") if opts.only else (SMOKE_FAMILIES if opts.smoke else None)
     )
-    rows = run(b, blocks, calls, only)
-    summ = summary(rows)
-    payload = {"context": context(), "batch": b, "summary": summ, "rows": rows}
     name = "dist_families-smoke" if opts.smoke else "dist_families"
-    path = write(name, payload, opts.out)
+    ctx = context()
+    ctx.update(blocks=blocks, calls=calls)
+
+    def save(rows: list[dict[str, Any]]) -> pathlib.Path:
+        payload = {"context": ctx, "batch": b, "summary": summary(rows), "rows": rows}
+        return write(name, payload, opts.out)
+
+    rows = run(b, blocks, calls, only, save)  # written after every row
+    summ = summary(rows)
+    path = save(rows)
     md = markdown(rows, summ)
     pathlib.Path(path).with_suffix(".md").write_text(md)
     print(md)
