@@ -50,6 +50,11 @@ REASONS: dict[str, str] = {
         "frame mirrored to the lower tail, so that windows far out in a tail draw "
         "correctly; NumPyro maps a uniform through ndtr and ndtri directly"
     ),
+    "TruncatedNormal log_prob+grad": (
+        "the normalizer log Z = log(Phi(beta) - Phi(alpha)) comes from two log_ndtr "
+        "in a frame mirrored to the lower tail (accurate however far out the window "
+        "lies); NumPyro takes log of a difference of ndtr"
+    ),
     "VonMises sample": (
         "one rejection loop over the whole batch that draws two uniforms per round "
         "for every element until all are accepted"
@@ -347,6 +352,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--only", default=None, help="comma-separated families")
     parser.add_argument("--out", default=None, help="results directory")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace the --only families' rows in the last results file",
+    )
     opts = parser.parse_args()
     b = 100 if opts.smoke else opts.batch
     blocks, calls = (1, 2) if opts.smoke else (opts.blocks, opts.calls)
@@ -361,7 +371,21 @@ def main() -> None:
         payload = {"context": ctx, "batch": b, "summary": summary(rows), "rows": rows}
         return write(name, payload, opts.out)
 
-    rows = run(b, blocks, calls, only, save)  # written after every row
+    kept: list[dict[str, Any]] = []
+    if opts.merge:  # re-run some families, keep the other rows of the last run
+        import json
+
+        from _harness import RESULTS, device_tag
+
+        last = pathlib.Path(opts.out or RESULTS) / f"{name}-{device_tag()}.json"
+        previous = json.loads(last.read_text())
+        kept = [r for r in previous["rows"] if r["family"] not in (only or ())]
+        ctx["merged"] = {"families": list(only or ()), "into": previous["context"]}
+
+    def save_all(rows: list[dict[str, Any]]) -> pathlib.Path:
+        return save(kept + rows)
+
+    rows = kept + run(b, blocks, calls, only, save_all)  # written after every row
     summ = summary(rows)
     path = save(rows)
     md = markdown(rows, summ)

@@ -274,11 +274,16 @@ class AsymmetricLaplace(Distribution):
         super().__init__(validate_args=validate_args)
 
     def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
-        # The difference of Exp(k) and Exp(1/k) draws has this density.
-        shape = (2,) + self.shape(sample_shape)
-        e = jax.random.exponential(key, shape, dtype=self.loc.dtype)
+        # Inverse cdf of one uniform: below loc (mass k^2 / (1 + k^2)) the tail
+        # has scale k * scale, above it scale / k.
+        u = _uniform_open(key, self.shape(sample_shape), self.loc.dtype)
         k = self.asymmetry
-        return self.loc + self.scale * (e[0] / k - e[1] * k)
+        k2 = jnp.square(k)
+        left = u * (1 + k2) < k2
+        log_tail = jnp.where(
+            left, jnp.log(u * (1 + k2) / k2), jnp.log1p(-u) + jnp.log1p(k2)
+        )
+        return self.loc + self.scale * jnp.where(left, k, -1 / k) * log_tail
 
     def _log_prob(self, value: ArrayLike) -> Array:
         z = (jnp.asarray(value) - self.loc) / self.scale
