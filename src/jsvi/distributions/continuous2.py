@@ -288,8 +288,7 @@ class AsymmetricLaplace(Distribution):
     def _log_prob(self, value: ArrayLike) -> Array:
         z = (jnp.asarray(value) - self.loc) / self.scale
         k = self.asymmetry
-        rate = jnp.where(z >= 0, k, 1 / k)
-        return -jnp.abs(z) * rate - jnp.log(self.scale) - jnp.log(k + 1 / k)
+        return jnp.where(z >= 0, -k * z, z / k) - jnp.log(self.scale * (k + 1 / k))
 
     @property
     def mean(self) -> Array:

@@ -217,8 +217,24 @@ def _vector_params(
     )
 
 
-def _multinomial_counts(key: PRNGKey, n: Array, probs: Array, shape: Shape) -> Array:
+_ONE_HOT_MAX_COUNT = 64
+
+
+def _multinomial_counts(
+    key: PRNGKey, n: Array, probs: Array, shape: Shape, static_n: int | None = None
+) -> Array:
+    """Counts of ``n`` categorical draws. A small count known in Python draws the
+    ``n`` categories at once and sums their one-hot vectors (one vectorized draw);
+    otherwise ``jax.random.multinomial`` (a scan of one binomial per category)."""
     n, probs = jax.lax.stop_gradient((n, probs))
+    if static_n is not None and static_n <= _ONE_HOT_MAX_COUNT:
+        k = shape[-1]
+        logits = jnp.log(jnp.broadcast_to(probs, shape))
+        index = jax.random.categorical(
+            key, logits, axis=-1, shape=(static_n,) + shape[:-1]
+        )
+        counts = jnp.sum(jax.nn.one_hot(index, k, dtype=int_dtype()), axis=0)
+        return counts.reshape(shape)
     draws = jax.random.multinomial(key, n, probs, shape=shape, dtype=probs.dtype)
     return draws.astype(int_dtype())
 
@@ -281,7 +297,11 @@ class Multinomial(Distribution):
 
     def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
         return _multinomial_counts(
-            key, self.total_count, self.probs, self.shape(sample_shape)
+            key,
+            self.total_count,
+            self.probs,
+            self.shape(sample_shape),
+            self._total_count_static,
         )
 
     def _log_prob(self, value: ArrayLike) -> Array:
@@ -413,7 +433,9 @@ class DirichletMultinomial(Distribution):
         key_p, key_x = jax.random.split(key)
         shape = self.shape(sample_shape)
         probs = jax.random.dirichlet(key_p, alpha, shape[:-1], dtype=alpha.dtype)
-        return _multinomial_counts(key_x, self.total_count, probs, shape)
+        return _multinomial_counts(
+            key_x, self.total_count, probs, shape, self._total_count_static
+        )
 
     def _log_prob(self, value: ArrayLike) -> Array:
         alpha, n = self.concentration, self.total_count
