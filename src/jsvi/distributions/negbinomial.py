@@ -347,11 +347,15 @@ class ZeroInflatedDistribution(Distribution):
 
     def _log_prob(self, value: ArrayLike) -> Array:
         base_lp = self.base_dist._unchecked_log_prob(value)
+        zero = jnp.asarray(value) == 0
+        gate = self.__dict__.get("_gate")
+        if gate is not None:
+            # log(gate + (1 - gate) p(0)): the sum of two probabilities, no logaddexp
+            nonzero = jnp.log1p(-gate) + base_lp
+            return jnp.where(zero, jnp.log(gate + jnp.exp(nonzero)), nonzero)
         log_gate, log_1mg = self._log_gates()
         nonzero = log_1mg + base_lp
-        return jnp.where(
-            jnp.asarray(value) == 0, jnp.logaddexp(log_gate, nonzero), nonzero
-        )
+        return jnp.where(zero, jnp.logaddexp(log_gate, nonzero), nonzero)
 
     @property
     def mean(self) -> Array:
