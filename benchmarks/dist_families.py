@@ -400,13 +400,17 @@ def main() -> None:
 
         last = pathlib.Path(opts.out or RESULTS) / f"{name}-{device_tag()}.json"
         previous = json.loads(last.read_text())
-        kept = [r for r in previous["rows"] if r["family"] not in (only or ())]
+        kept = previous["rows"]
         ctx["merged"] = {"families": list(only or ()), "into": previous["context"]}
 
-    def save_all(rows: list[dict[str, Any]]) -> pathlib.Path:
-        return save(kept + rows)
+    def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        redone = {(r["family"], r["op"]) for r in rows}
+        return [r for r in kept if (r["family"], r["op"]) not in redone] + rows
 
-    rows = kept + run(b, blocks, calls, only, save_all)  # written after every row
+    def save_all(rows: list[dict[str, Any]]) -> pathlib.Path:
+        return save(merged(rows))
+
+    rows = merged(run(b, blocks, calls, only, save_all))  # written after every row
     summ = summary(rows)
     path = save(rows)
     md = markdown(rows, summ)
