@@ -229,10 +229,10 @@ def _multinomial_counts(
     n, probs = jax.lax.stop_gradient((n, probs))
     if static_n is not None and static_n <= _ONE_HOT_MAX_COUNT:
         k = shape[-1]
-        logits = jnp.log(jnp.broadcast_to(probs, shape))
-        index = jax.random.categorical(
-            key, logits, axis=-1, shape=(static_n,) + shape[:-1]
-        )
+        # Each trial: one uniform against the cumulative probabilities.
+        cdf = jnp.cumsum(jnp.broadcast_to(probs, shape), axis=-1)[..., :-1]
+        u = jax.random.uniform(key, (static_n,) + shape[:-1], dtype=probs.dtype)
+        index = jnp.sum(u[..., None] >= cdf, axis=-1)
         counts = jnp.sum(jax.nn.one_hot(index, k, dtype=int_dtype()), axis=0)
         return counts.reshape(shape)
     draws = jax.random.multinomial(key, n, probs, shape=shape, dtype=probs.dtype)
