@@ -36,6 +36,7 @@ __all__ = [
     "Constraint",
     "boolean",
     "corr_cholesky",
+    "corr_matrix",
     "greater_than",
     "independent",
     "integer_greater_than",
@@ -43,6 +44,7 @@ __all__ = [
     "interval",
     "less_than",
     "lower_cholesky",
+    "multinomial",
     "nonnegative",
     "nonnegative_integer",
     "one_hot",
@@ -400,6 +402,30 @@ class _CorrCholesky(Constraint):
         return _eye_like(prototype)
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class _CorrMatrix(Constraint):
+    """Correlation matrices: symmetric positive definite with a unit diagonal
+    (``event_dim=2``)."""
+
+    event_dim = 2
+
+    def __repr__(self) -> str:
+        return "corr_matrix"
+
+    def check(self, value: ArrayLike) -> Array:
+        value = _event_ok(value, 2, "corr_matrix")
+        if not _is_square(value):
+            return jnp.zeros(value.shape[:-2], dtype=bool)
+        value = value.astype(_float_dtype(value))
+        n = value.shape[-1]
+        diag = jnp.diagonal(value, axis1=-2, axis2=-1)
+        unit = jnp.all(jnp.abs(diag - 1) <= _eps_tol(value, n), axis=-1)
+        return unit & _PositiveDefinite().check(value)
+
+    def feasible_like(self, prototype: ArrayLike) -> Array:
+        return _eye_like(prototype)
+
+
 # ------------------------------------------------------------------- discrete
 
 
@@ -516,6 +542,33 @@ class _OneHot(Constraint):
         return jnp.broadcast_to(first, proto.shape).astype(proto.dtype)
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class _Multinomial(Constraint):
+    """Vectors of nonnegative integers summing to ``upper_bound`` (``event_dim=1``;
+    the bound broadcasts against the batch dims)."""
+
+    upper_bound: Any = 1.0
+    event_dim = 1
+    is_discrete = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "upper_bound", _as_bound(self.upper_bound))
+
+    def __repr__(self) -> str:
+        return f"multinomial(upper_bound={self.upper_bound!r})"
+
+    def check(self, value: ArrayLike) -> Array:
+        value = _event_ok(value, 1, "multinomial")
+        counts = jnp.all(_is_integer(value) & (value >= 0), axis=-1)
+        return counts & (jnp.sum(value, axis=-1) == self.upper_bound)
+
+    def feasible_like(self, prototype: ArrayLike) -> Array:
+        proto = jnp.asarray(prototype)
+        first = (jnp.arange(proto.shape[-1]) == 0).astype(proto.dtype)
+        bound = jnp.asarray(self.upper_bound).astype(proto.dtype)[..., None]
+        return jnp.broadcast_to(first * bound, proto.shape)
+
+
 # ----------------------------------------------------------------- composite
 
 
@@ -574,6 +627,7 @@ simplex = _Simplex()
 lower_cholesky = _LowerCholesky()
 positive_definite = _PositiveDefinite()
 corr_cholesky = _CorrCholesky()
+corr_matrix = _CorrMatrix()
 boolean = _Boolean()
 nonnegative_integer = _NonnegativeInteger()
 positive_integer = _PositiveInteger()
@@ -609,6 +663,18 @@ def integer_greater_than(lower_bound: ArrayLike) -> Constraint:
 def integer_interval(lower_bound: ArrayLike, upper_bound: ArrayLike) -> Constraint:
     """Integers in ``[lower_bound, upper_bound]`` (bounds broadcast)."""
     return _IntegerInterval(lower_bound, upper_bound)
+
+
+def multinomial(upper_bound: ArrayLike) -> Constraint:
+    """Nonnegative integer vectors summing to ``upper_bound`` (a Multinomial's
+    counts).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> multinomial(3).check(jnp.array([[1, 2], [2, 2]])).tolist()
+        [True, False]
+    """
+    return _Multinomial(upper_bound)
 
 
 def independent(

@@ -215,6 +215,111 @@ def _low_rank(draw, batch_shape: Shape, k: int = 3, rank: int = 2):
     }
 
 
+def _truncated(sides: str):
+    @st.composite
+    def params(draw, batch_shape: Shape) -> dict[str, np.ndarray]:
+        shapes = draw(_param_shapes(batch_shape, 4))
+        out = {
+            "loc": draw(_array(shapes[0], LOC)),
+            "scale": draw(_array(shapes[1], SCALE)),
+        }
+        low = draw(_array(shapes[2], LOC))
+        if "low" in sides:
+            out["low"] = low
+        if "high" in sides:
+            # |low| <= 3 and width >= 0.1: high > low after float32 rounding.
+            out["high"] = low + draw(_array(shapes[3], SCALE))
+        return out
+
+    return params
+
+
+@st.composite
+def _discrete_uniform(draw, batch_shape: Shape) -> dict[str, np.ndarray]:
+    s_low, s_width = draw(_param_shapes(batch_shape, 2))
+    low = draw(hnp.arrays(np.int32, s_low, elements=st.integers(-3, 3)))
+    width = draw(hnp.arrays(np.int32, s_width, elements=st.integers(0, 5)))
+    return {"low": low, "high": low + width}
+
+
+def _counts_vector(name: str, bounds: tuple[float, float], k: int = 3):
+    """A total_count (ints) and a vector parameter with K = k entries."""
+
+    @st.composite
+    def params(draw, batch_shape: Shape) -> dict[str, Any]:
+        s_count, s_vec = draw(_param_shapes(batch_shape, 2))
+        count = draw(hnp.arrays(np.int32, s_count, elements=st.integers(0, 10)))
+        vec = draw(_array(s_vec + (k,), bounds))
+        if name == "probs":
+            vec = vec / vec.sum(-1, keepdims=True)
+        return {"total_count": count, name: vec}
+
+    return params
+
+
+@st.composite
+def _beta_binomial(draw, batch_shape: Shape) -> dict[str, Any]:
+    s_a, s_b, s_n = draw(_param_shapes(batch_shape, 3))
+    return {
+        "concentration1": draw(_array(s_a, CONC)),
+        "concentration0": draw(_array(s_b, CONC)),
+        "total_count": draw(hnp.arrays(np.int32, s_n, elements=st.integers(0, 10))),
+    }
+
+
+def _relaxed_one_hot(name: str, k: int = 3):
+    @st.composite
+    def params(draw, batch_shape: Shape) -> dict[str, np.ndarray]:
+        s_t, s_p = draw(_param_shapes(batch_shape, 2))
+        out = {"temperature": draw(_array(s_t, SCALE))}
+        if name == "logits":
+            out["logits"] = draw(_array(s_p + (k,), LOGIT))
+        else:
+            weights = draw(_array(s_p + (k,), SCALE))
+            out["probs"] = weights / weights.sum(-1, keepdims=True)
+        return out
+
+    return params
+
+
+@st.composite
+def _student_t(draw, batch_shape: Shape) -> dict[str, np.ndarray]:
+    s_df, s_rest = draw(_param_shapes(batch_shape, 2))
+    return {"df": draw(_array(s_df, CONC)), **draw(_mvn("scale_tril")(s_rest))}
+
+
+@st.composite
+def _mixture_same(draw, batch_shape: Shape, k: int = 2) -> dict[str, np.ndarray]:
+    s_w, s_loc, s_scale = draw(_param_shapes(batch_shape, 3))
+    return {
+        "logits": draw(_array(s_w + (k,), LOGIT)),
+        "loc": draw(_array(s_loc + (k,), LOC)),
+        "scale": draw(_array(s_scale + (k,), SCALE)),
+    }
+
+
+def _make_mixture_same(logits, loc, scale):
+    return dist.MixtureSameFamily(
+        dist.Categorical(logits=logits, validate_args=False),
+        dist.Normal(loc, scale, validate_args=False),
+    )
+
+
+def _make_mixture_general(logits, loc, scale):
+    return dist.MixtureGeneral(
+        dist.Categorical(logits=logits, validate_args=False),
+        [
+            dist.Normal(loc, scale, validate_args=False),
+            dist.Gumbel(loc, scale, validate_args=False),
+        ],
+    )
+
+
+def _make_zero_inflated(rate, gate_logits):
+    base = dist.Poisson(rate, validate_args=False)
+    return dist.ZeroInflatedDistribution(base, gate_logits=gate_logits)
+
+
 # -------------------------------------------------------------------- families
 
 
@@ -225,8 +330,14 @@ class Family:
     params: Callable[[Shape], st.SearchStrategy[dict[str, Any]]]
     event_shape: Shape = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
+    # Families built from other distributions: a maker taking the parameter dict,
+    # and the event dims of parameters that are not the family's own arguments.
+    make: Callable[..., dist.Distribution] | None = None
+    param_event_dims: tuple[tuple[str, int], ...] = ()
 
     def build(self, params: dict[str, Any]) -> dist.Distribution:
+        if self.make is not None:
+            return self.make(**params, **dict(self.kwargs))
         return self.cls(**params, **dict(self.kwargs), validate_args=False)
 
     def __repr__(self) -> str:
@@ -288,6 +399,126 @@ FAMILIES = [
         (3,),
     ),
     Family("Poisson", dist.Poisson, _elementwise(rate=SCALE)),
+    Family("Chi2", dist.Chi2, _elementwise(df=CONC)),
+    Family(
+        "InverseGamma",
+        dist.InverseGamma,
+        _elementwise(concentration=CONC, rate=SCALE),
+    ),
+    Family("Gumbel", dist.Gumbel, _elementwise(loc=LOC, scale=SCALE)),
+    Family("Logistic", dist.Logistic, _elementwise(loc=LOC, scale=SCALE)),
+    Family("SoftLaplace", dist.SoftLaplace, _elementwise(loc=LOC, scale=SCALE)),
+    Family(
+        "AsymmetricLaplace",
+        dist.AsymmetricLaplace,
+        _elementwise(loc=LOC, scale=SCALE, asymmetry=SCALE),
+    ),
+    Family("Weibull", dist.Weibull, _elementwise(scale=SCALE, concentration=CONC)),
+    Family("Pareto", dist.Pareto, _elementwise(scale=SCALE, alpha=CONC)),
+    Family(
+        "Kumaraswamy",
+        dist.Kumaraswamy,
+        _elementwise(concentration1=CONC, concentration0=CONC),
+    ),
+    Family("VonMises", dist.VonMises, _elementwise(loc=LOC, concentration=CONC)),
+    Family("TruncatedNormal", dist.TruncatedNormal, _truncated("low high")),
+    Family("TruncatedNormal(low)", dist.TruncatedNormal, _truncated("low")),
+    Family(
+        "LKJCholesky",
+        dist.LKJCholesky,
+        _elementwise(concentration=CONC),
+        (3, 3),
+        (("dimension", 3),),
+    ),
+    Family(
+        "LKJ", dist.LKJ, _elementwise(concentration=CONC), (3, 3), (("dimension", 3),)
+    ),
+    Family("MultivariateStudentT", dist.MultivariateStudentT, _student_t, (2,)),
+    Family(
+        "GaussianRandomWalk",
+        dist.GaussianRandomWalk,
+        _elementwise(scale=SCALE),
+        (3,),
+        (("num_steps", 3),),
+    ),
+    Family("Geometric(probs)", dist.Geometric, _elementwise(probs=PROB)),
+    Family("DiscreteUniform", dist.DiscreteUniform, _discrete_uniform),
+    Family(
+        "Multinomial(probs)", dist.Multinomial, _counts_vector("probs", SCALE), (3,)
+    ),
+    Family("BetaBinomial", dist.BetaBinomial, _beta_binomial),
+    Family(
+        "DirichletMultinomial",
+        dist.DirichletMultinomial,
+        _counts_vector("concentration", CONC),
+        (3,),
+    ),
+    Family(
+        "GammaPoisson",
+        dist.GammaPoisson,
+        _elementwise(concentration=CONC, rate=SCALE),
+    ),
+    Family(
+        "NegativeBinomialProbs",
+        dist.NegativeBinomialProbs,
+        _elementwise(total_count=CONC, probs=PROB),
+    ),
+    Family(
+        "NegativeBinomialLogits",
+        dist.NegativeBinomialLogits,
+        _elementwise(total_count=CONC, logits=LOGIT),
+    ),
+    Family(
+        "NegativeBinomial2",
+        dist.NegativeBinomial2,
+        _elementwise(mean=SCALE, concentration=CONC),
+    ),
+    Family(
+        "ZeroInflatedPoisson",
+        dist.ZeroInflatedPoisson,
+        _elementwise(gate=PROB, rate=SCALE),
+        param_event_dims=(("rate", 0),),
+    ),
+    Family(
+        "ZeroInflatedNegativeBinomial2",
+        dist.ZeroInflatedNegativeBinomial2,
+        _elementwise(mean=SCALE, concentration=CONC, gate=PROB),
+        param_event_dims=(("mean", 0), ("concentration", 0)),
+    ),
+    Family(
+        "ZeroInflatedDistribution",
+        dist.ZeroInflatedDistribution,
+        _elementwise(rate=SCALE, gate_logits=LOGIT),
+        make=_make_zero_inflated,
+        param_event_dims=(("rate", 0),),
+    ),
+    Family(
+        "MixtureSameFamily",
+        dist.MixtureSameFamily,
+        _mixture_same,
+        make=_make_mixture_same,
+        param_event_dims=(("logits", 1), ("loc", 1), ("scale", 1)),
+    ),
+    Family(
+        "MixtureGeneral",
+        dist.MixtureGeneral,
+        _mixture_same,
+        make=lambda logits, loc, scale: _make_mixture_general(
+            logits, loc[..., 0], scale[..., 0]
+        ),
+        param_event_dims=(("logits", 1), ("loc", 1), ("scale", 1)),
+    ),
+    Family(
+        "RelaxedBernoulli(probs)",
+        dist.RelaxedBernoulli,
+        _elementwise(temperature=SCALE, probs=PROB),
+    ),
+    Family(
+        "RelaxedOneHotCategorical(probs)",
+        dist.RelaxedOneHotCategorical,
+        _relaxed_one_hot("probs"),
+        (3,),
+    ),
 ]
 REPARAMETERIZED = [f for f in FAMILIES if f.cls.has_rsample]
 
@@ -327,7 +558,10 @@ def _case(data, family: Family, batch_shape: Shape = BATCH) -> Case:
     params = data.draw(family.params(batch_shape), label="params")
     if family.name not in _EVENT_DIMS:  # they do not depend on the values
         constraints = jax.eval_shape(family.build, params).arg_constraints
-        _EVENT_DIMS[family.name] = {k: constraints[k].event_dim for k in params}
+        own = dict(family.param_event_dims)
+        _EVENT_DIMS[family.name] = {
+            k: own[k] if k in own else constraints[k].event_dim for k in params
+        }
     event_dims = _EVENT_DIMS[family.name]
     full = {}
     for name, value in params.items():

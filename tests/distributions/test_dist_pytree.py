@@ -36,6 +36,17 @@ MAKERS = {
         [T.AffineTransform(m, jnp.full_like(m, 2.0)), T.ExpTransform()],
     ),
     "NonReparameterized": lambda m: dist.NonReparameterized(dist.Normal(m, 1.0)),
+    "TruncatedNormal": lambda m: dist.TruncatedNormal(m, 1.0, low=-1.0),
+    "ZeroInflatedPoisson": lambda m: dist.ZeroInflatedPoisson(0.3, jnp.exp(m)),
+    "MixtureSameFamily": lambda m: dist.MixtureSameFamily(
+        dist.Categorical(logits=jnp.zeros(2)),
+        dist.Normal(jnp.stack([m, -m], -1), 1.0),
+    ),
+    "MixtureGeneral": lambda m: dist.MixtureGeneral(
+        dist.Categorical(logits=jnp.zeros(2)),
+        [dist.Normal(m, 1.0), dist.Gumbel(0.0, 1.0)],
+    ),
+    "LKJCholesky": lambda m: dist.LKJCholesky(2, jnp.exp(m)),
 }
 
 

@@ -36,6 +36,45 @@ BAD_ARGS = [
     (lambda: dist.Categorical(np.array([0.5, 0.6])), "probs"),
     (lambda: dist.Poisson(-1.0), "rate"),
     (lambda: dist.HalfCauchy(0.0), "scale"),
+    (lambda: dist.Chi2(-1.0), "df"),
+    (lambda: dist.InverseGamma(-1.0, 1.0), "concentration"),
+    (lambda: dist.InverseGamma(1.0, 0.0), "rate"),
+    (lambda: dist.Gumbel(0.0, -1.0), "scale"),
+    (lambda: dist.Logistic(np.inf, 1.0), "loc"),
+    (lambda: dist.Weibull(1.0, -2.0), "concentration"),
+    (lambda: dist.Pareto(-1.0, 2.0), "scale"),
+    (lambda: dist.Pareto(1.0, 0.0), "alpha"),
+    (lambda: dist.Kumaraswamy(1.0, -0.5), "concentration0"),
+    (lambda: dist.VonMises(0.0, -1.0), "concentration"),
+    (lambda: dist.AsymmetricLaplace(0.0, 1.0, -1.0), "asymmetry"),
+    (lambda: dist.SoftLaplace(0.0, 0.0), "scale"),
+    (lambda: dist.TruncatedNormal(0.0, -1.0, low=0.0), "scale"),
+    (lambda: dist.TruncatedNormal(0.0, 1.0, 1.0, 0.5), "high"),
+    (lambda: dist.LKJCholesky(3, -1.0), "concentration"),
+    (lambda: dist.LKJ(3, 0.0), "concentration"),
+    (lambda: dist.MultivariateStudentT(-1.0, 0.0, np.eye(2)), "df"),
+    (lambda: dist.MultivariateStudentT(3.0, 0.0, BAD_COV), "scale_tril"),
+    (lambda: dist.GaussianRandomWalk(-1.0, 3), "scale"),
+    (lambda: dist.Geometric(1.5), "probs"),
+    (lambda: dist.DiscreteUniform(0.5, 3), "low"),
+    (lambda: dist.DiscreteUniform(3, 1), "high"),
+    (lambda: dist.Multinomial(-1, np.ones(3) / 3), "total_count"),
+    (lambda: dist.Multinomial(3, np.array([0.5, 0.6])), "probs"),
+    (lambda: dist.BetaBinomial(1.0, 1.0, 2.5), "total_count"),
+    (lambda: dist.BetaBinomial(-1.0, 1.0, 2), "concentration1"),
+    (lambda: dist.DirichletMultinomial(np.array([1.0, -1.0]), 3), "concentration"),
+    (lambda: dist.GammaPoisson(0.0, 1.0), "concentration"),
+    (lambda: dist.NegativeBinomialProbs(2.0, 1.5), "probs"),
+    (lambda: dist.NegativeBinomialLogits(-2.0, 0.0), "total_count"),
+    (lambda: dist.NegativeBinomial2(-1.0, 2.0), "mean"),
+    (lambda: dist.ZeroInflatedPoisson(1.5, 2.0), "gate"),
+    (lambda: dist.ZeroInflatedPoisson(-0.1, 2.0), "gate"),
+    (lambda: dist.ZeroInflatedPoisson(0.5, -2.0), "rate"),
+    (lambda: dist.ZeroInflatedNegativeBinomial2(1.0, 2.0, gate=2.0), "gate"),
+    (lambda: dist.ZeroInflatedDistribution(dist.Poisson(1.0), gate=-0.5), "gate"),
+    (lambda: dist.RelaxedBernoulli(-1.0, probs=0.5), "temperature"),
+    (lambda: dist.RelaxedBernoulli(1.0, probs=1.5), "probs"),
+    (lambda: dist.RelaxedOneHotCategorical(0.0, probs=np.ones(3) / 3), "temperature"),
 ]
 
 
@@ -43,6 +82,58 @@ BAD_ARGS = [
 def test_invalid_arguments_raise_naming_the_argument(make, arg):
     with pytest.raises(ArgumentError, match=f"argument '{arg}' must satisfy"):
         make()
+
+
+# (constructor, a fragment of the error, naming the argument and the fix)
+BAD_STRUCTURE = [
+    (
+        lambda: dist.LKJCholesky(1, 1.0),
+        "argument 'dimension' must be a Python int >= 2",
+    ),
+    (lambda: dist.LKJ(2.5, 1.0), "argument 'dimension' must be a Python int >= 2"),
+    (lambda: dist.GaussianRandomWalk(1.0, 0), "argument 'num_steps' must be"),
+    (lambda: dist.MultivariateStudentT(3.0, np.zeros(2)), "scale_tril must be given"),
+    (lambda: dist.Geometric(0.5, 0.0), "exactly one of probs and logits"),
+    (
+        lambda: dist.ZeroInflatedDistribution(dist.Poisson(1.0)),
+        "gate and gate_logits",
+    ),
+    (
+        lambda: dist.ZeroInflatedDistribution(dist.Normal(0.0, 1.0), gate=0.5),
+        "base_dist must be a jsvi Distribution over counts",
+    ),
+    (
+        lambda: dist.MixtureSameFamily(
+            dist.Normal(0.0, 1.0), dist.Normal(np.zeros(2), 1.0)
+        ),
+        "mixing_distribution must be a jsvi Categorical",
+    ),
+    (
+        lambda: dist.MixtureSameFamily(
+            dist.Categorical(np.ones(3) / 3), dist.Normal(np.zeros(2), 1.0)
+        ),
+        "K = 3 components on its rightmost batch dim",
+    ),
+    (
+        lambda: dist.MixtureGeneral(
+            dist.Categorical(np.ones(2) / 2), [dist.Normal(0.0, 1.0)]
+        ),
+        "component_distributions must be 2",
+    ),
+    (
+        lambda: dist.Multinomial(np.array([1, 2, 3]), np.ones((2, 3)) / 3),
+        "total_count of shape (3,) does not broadcast",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "make, fragment", BAD_STRUCTURE, ids=[f for _, f in BAD_STRUCTURE]
+)
+def test_structural_errors_name_the_argument(make, fragment):
+    with pytest.raises((ArgumentError, ShapeError)) as info:
+        make()
+    assert fragment in str(info.value)
 
 
 def test_argument_error_message_format():
@@ -71,6 +162,16 @@ BAD_VALUES = [
     (dist.Poisson(2.0), -1),
     (dist.Normal(np.zeros(3), 1.0).to_event(1), np.array([0.0, np.nan, 1.0])),
     (dist.TransformedDistribution(dist.Normal(0.0, 1.0), []), np.inf),
+    (dist.Pareto(2.0, 3.0), 1.5),
+    (dist.VonMises(0.0, 1.0), 4.0),
+    (dist.TruncatedNormal(0.0, 1.0, -1.0, 1.0), 1.5),
+    (dist.LKJCholesky(2, 1.0), np.array([[1.0, 0.0], [0.5, 0.5]])),
+    (dist.LKJ(2, 1.0), np.array([[1.0, 0.5], [0.4, 1.0]])),
+    (dist.Multinomial(3, np.ones(2) / 2), np.array([1, 1])),
+    (dist.DiscreteUniform(0, 3), 4),
+    (dist.BetaBinomial(1.0, 1.0, 3), 4),
+    (dist.ZeroInflatedPoisson(0.3, 1.0), 1.5),
+    (dist.RelaxedOneHotCategorical(1.0, np.ones(3) / 3), np.array([0.5, 0.6, 0.1])),
 ]
 
 

@@ -45,6 +45,26 @@ PAIRS = {
         dist.Gamma(jnp.array([2.0, 5.0]), jnp.array([1.0, 2.0])),
         dist.Gamma(jnp.array([3.0, 1.5]), jnp.array([0.5, 1.0])),
     ),
+    "InverseGamma": (
+        dist.InverseGamma(jnp.array([3.0, 5.0]), jnp.array([1.0, 2.0])),
+        dist.InverseGamma(jnp.array([2.0, 6.0]), jnp.array([1.5, 1.0])),
+    ),
+    "Laplace": (
+        dist.Laplace(jnp.array([0.0, 1.0]), jnp.array([1.0, 0.5])),
+        dist.Laplace(jnp.array([0.5, -1.0]), jnp.array([2.0, 0.8])),
+    ),
+    "Gumbel": (
+        dist.Gumbel(jnp.array([0.0, 1.0]), jnp.array([1.0, 0.5])),
+        dist.Gumbel(jnp.array([0.5, -0.5]), jnp.array([2.0, 0.8])),
+    ),
+    "TruncatedNormal": (
+        dist.TruncatedNormal(jnp.array([0.0, 2.0]), jnp.array([1.0, 0.5]), -1.0, 1.5),
+        dist.TruncatedNormal(jnp.array([0.5, -1.0]), jnp.array([2.0, 0.8]), -1.0, 1.5),
+    ),
+    "TruncatedNormal(low)": (
+        dist.TruncatedNormal(jnp.array([0.0, 2.0]), jnp.array([1.0, 0.5]), low=1.0),
+        dist.TruncatedNormal(jnp.array([0.5, -1.0]), jnp.array([2.0, 0.8]), low=1.0),
+    ),
     "Beta": (
         dist.Beta(jnp.array([2.0, 0.8]), jnp.array([3.0, 1.5])),
         dist.Beta(jnp.array([1.0, 2.0]), jnp.array([1.0, 2.5])),
@@ -113,6 +133,10 @@ def test_kl_of_a_distribution_with_itself_is_zero():
     for name in (
         "Normal",
         "Gamma",
+        "InverseGamma",
+        "Laplace",
+        "Gumbel",
+        "TruncatedNormal",
         "Beta",
         "Dirichlet",
         "Categorical",
@@ -131,6 +155,29 @@ def test_pair_without_closed_form_raises_a_catchable_error():
             dist.Normal(jnp.zeros((2, 3)), 1.0).to_event(2), MVN_B.to_event(1)
         )  # same event shape, different structure
     assert issubclass(NoClosedFormError, ValueError)
+
+
+def test_truncated_normal_kl_needs_the_same_bounds():
+    p = dist.TruncatedNormal(0.0, 1.0, -1.0, 1.0)
+    for q in [
+        dist.TruncatedNormal(0.0, 1.0, -1.0, 2.0),
+        dist.TruncatedNormal(0.0, 1.0, low=-1.0),
+    ]:
+        with pytest.raises(NoClosedFormError, match="same low and high"):
+            kl_divergence(p, q)
+
+
+def test_new_kl_entries_are_differentiable():
+    # d/dscale_p of KL(Laplace(0, s) || Laplace(0, 1)) = -1/s + 1 (at loc_p = loc_q)
+    g = jax.grad(lambda s: kl_divergence(dist.Laplace(0.0, s), dist.Laplace(0.0, 1.0)))(
+        2.0
+    )
+    np.testing.assert_allclose(g, 0.5, rtol=1e-6)
+    # KL(Gumbel(m, 1) || Gumbel(0, 1)) = m + exp(-m) - 1, derivative 1 - exp(-m)
+    g = jax.grad(lambda m: kl_divergence(dist.Gumbel(m, 1.0), dist.Gumbel(0.0, 1.0)))(
+        0.7
+    )
+    np.testing.assert_allclose(g, 1 - np.exp(-0.7), rtol=1e-5)
 
 
 def test_event_shapes_must_agree():

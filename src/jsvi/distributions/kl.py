@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.scipy import special
 from jax.scipy.linalg import solve_triangular
 
-from jsvi._typing import Array
+from jsvi._typing import Array, is_concrete
 from jsvi.distributions._base import Distribution
 from jsvi.distributions._util import sum_rightmost
 from jsvi.distributions.continuous import (
@@ -30,15 +30,18 @@ from jsvi.distributions.continuous import (
     Delta,
     Exponential,
     Gamma,
+    Laplace,
     Normal,
     log_beta,
 )
+from jsvi.distributions.continuous2 import Gumbel, InverseGamma
 from jsvi.distributions.discrete import Bernoulli, Categorical, OneHotCategorical
 from jsvi.distributions.multivariate import (
     Dirichlet,
     LowRankMultivariateNormal,
     MultivariateNormal,
 )
+from jsvi.distributions.truncated import TruncatedNormal
 from jsvi.distributions.wrappers import (
     ExpandedDistribution,
     Independent,
@@ -48,6 +51,9 @@ from jsvi.distributions.wrappers import (
 from jsvi.errors import ArgumentError, ShapeError
 
 __all__ = ["NoClosedFormError", "kl_divergence"]
+
+
+_EULER_GAMMA = 0.5772156649015329
 
 
 class NoClosedFormError(ArgumentError):
@@ -72,7 +78,8 @@ def _kl_exponential(p: Exponential, q: Exponential) -> Array:
     return ratio - jnp.log(ratio) - 1.0
 
 
-def _kl_gamma(p: Gamma, q: Gamma) -> Array:
+def _kl_gamma(p: Gamma | InverseGamma, q: Gamma | InverseGamma) -> Array:
+    # KL is invariant under the bijection x -> 1 / x, so InverseGamma's is Gamma's.
     a1, r1, a2, r2 = p.concentration, p.rate, q.concentration, q.rate
     return (
         (a1 - a2) * special.digamma(a1)
@@ -80,6 +87,53 @@ def _kl_gamma(p: Gamma, q: Gamma) -> Array:
         + special.gammaln(a2)
         + a2 * (jnp.log(r1) - jnp.log(r2))
         + a1 * (r2 - r1) / r1
+    )
+
+
+def _kl_laplace(p: Laplace, q: Laplace) -> Array:
+    """``log(b_q / b_p) + |m_p - m_q| / b_q + (b_p / b_q) exp(-|m_p - m_q| / b_p) - 1``."""
+    ratio = p.scale / q.scale
+    dist = jnp.abs(p.loc - q.loc)
+    return -jnp.log(ratio) + dist / q.scale + ratio * jnp.exp(-dist / p.scale) - 1.0
+
+
+def _kl_gumbel(p: Gumbel, q: Gumbel) -> Array:
+    """With ``z = (x - m_q) / b_q`` under p: ``E[z] = (m_p + gamma b_p - m_q) / b_q`` and
+    ``E[exp(-z)] = exp((m_q - m_p) / b_q) Gamma(1 + b_p / b_q)`` (the Gumbel's moment
+    generating function); ``E_p[log p] = -log b_p - gamma - 1``."""
+    ratio = p.scale / q.scale
+    mean_z = (p.loc - q.loc) / q.scale + _EULER_GAMMA * ratio
+    mgf = jnp.exp((q.loc - p.loc) / q.scale + special.gammaln(1.0 + ratio))
+    return -jnp.log(ratio) - _EULER_GAMMA - 1.0 + mean_z + mgf
+
+
+def _same_bound(a: Array | None, b: Array | None) -> bool:
+    if (a is None) != (b is None):
+        return False
+    if a is None or not (is_concrete(a) and is_concrete(b)):
+        return True  # traced bounds are taken to agree
+    return bool(jnp.all(a == b))
+
+
+def _kl_truncated_normal(p: TruncatedNormal, q: TruncatedNormal) -> Array:
+    """Both restricted to the same ``[low, high]``: with ``log Z`` the log-normalizers
+    and ``m``, ``v`` p's mean and variance, ``log(s_q Z_q) - log(s_p Z_p) + (v + (m -
+    loc_q)^2) / (2 s_q^2) - (v + (m - loc_p)^2) / (2 s_p^2)``."""
+    if not (_same_bound(p.low, q.low) and _same_bound(p.high, q.high)):
+        raise NoClosedFormError(
+            "kl_divergence: TruncatedNormal against TruncatedNormal has a closed form "
+            "only for the same low and high bounds. Estimate it by Monte Carlo, or "
+            "give both the same bounds."
+        )
+    m, v = p.mean, p.variance
+    log_zp, log_zq = p._frame()[3], q._frame()[3]
+    return (
+        jnp.log(q.scale)
+        + log_zq
+        - jnp.log(p.scale)
+        - log_zp
+        + (v + jnp.square(m - q.loc)) / (2 * jnp.square(q.scale))
+        - (v + jnp.square(m - p.loc)) / (2 * jnp.square(p.scale))
     )
 
 
@@ -181,6 +235,10 @@ _KL_TABLE: types.MappingProxyType[tuple[type, type], _Rule] = types.MappingProxy
         (Normal, Normal): _kl_normal,
         (Exponential, Exponential): _kl_exponential,
         (Gamma, Gamma): _kl_gamma,
+        (InverseGamma, InverseGamma): _kl_gamma,
+        (Laplace, Laplace): _kl_laplace,
+        (Gumbel, Gumbel): _kl_gumbel,
+        (TruncatedNormal, TruncatedNormal): _kl_truncated_normal,
         (Beta, Beta): _kl_beta,
         (Dirichlet, Dirichlet): _kl_dirichlet,
         (Bernoulli, Bernoulli): _kl_bernoulli,

@@ -26,6 +26,7 @@ from jsvi.transforms._base import (
 from jsvi.transforms.matrix import (
     CholeskyOuterTransform,
     CorrCholeskyTransform,
+    CorrMatrixCholeskyTransform,
     LowerCholeskyTransform,
     StickBreakingTransform,
 )
@@ -84,6 +85,9 @@ _BIJECTIONS: Mapping[type, Callable[[Any], Transform]] = MappingProxyType(
         constraints._LowerCholesky: lambda c: LowerCholeskyTransform(),
         constraints._PositiveDefinite: _to_positive_definite,
         constraints._CorrCholesky: lambda c: CorrCholeskyTransform(),
+        constraints._CorrMatrix: lambda c: ComposeTransform(
+            [CorrCholeskyTransform(), CorrMatrixCholeskyTransform()]
+        ),
         constraints._Independent: _to_independent,
     }
 )

@@ -26,6 +26,7 @@ from jsvi.transforms._base import (
 __all__ = [
     "CholeskyOuterTransform",
     "CorrCholeskyTransform",
+    "CorrMatrixCholeskyTransform",
     "LowerCholeskyTransform",
     "StickBreakingTransform",
 ]
@@ -211,3 +212,28 @@ class CorrCholeskyTransform(Transform):
     def inverse_shape(self, shape: Shape) -> Shape:
         n = shape[-1]
         return tuple(shape[:-2]) + (n * (n - 1) // 2,)
+
+
+class CorrMatrixCholeskyTransform(Transform):
+    """``y = L @ L.T``: Cholesky factors of correlation matrices onto correlation
+    matrices. With respect to the strictly lower triangles of ``L`` and ``y``,
+    ``log|J| = sum_i (n - 1 - i) log L_ii`` (0-based rows)."""
+
+    domain = constraints.corr_cholesky
+    codomain = constraints.corr_matrix
+
+    def __call__(self, x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        y = x @ jnp.swapaxes(x, -1, -2)
+        return 0.5 * (y + jnp.swapaxes(y, -1, -2))
+
+    def inv(self, y: ArrayLike) -> Array:
+        return jnp.linalg.cholesky(y)
+
+    def log_abs_det_jacobian(self, x: ArrayLike, y: ArrayLike) -> Array:
+        del y
+        x = jnp.asarray(x)
+        n = x.shape[-1]
+        diag = jnp.diagonal(x, axis1=-2, axis2=-1)
+        powers = jnp.arange(n - 1, -1, -1, dtype=diag.dtype)
+        return jnp.sum(powers * jnp.log(diag), axis=-1)
