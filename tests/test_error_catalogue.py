@@ -672,6 +672,16 @@ case("array_bounded_guide_support_outside_model", _gamma_model, _uniform_guide, 
      SupportError, "guide site 'rate': the guide draws from Uniform")
 
 
+def _expand_enumerated_model(x):
+    c = jsvi.sample("c", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+    with jsvi.plate("data", x.shape[0]):
+        jsvi.sample("x", dist.Normal(c, 1.0).expand((x.shape[0],)), obs=x)
+
+
+case("expand_on_enumerated_value", _expand_enumerated_model, empty_guide, (X3,),
+     ShapeError, "model, after site 'c': Normal.expand", jsvi.TraceEnum_ELBO())
+
+
 def _cases() -> list:
     return [pytest.param(name, c, id=name) for name, c in CASES.items()]
 

@@ -52,7 +52,12 @@ from jsvi.infer.elbo import (
     score_term,
     value_preserving,
 )
-from jsvi.infer.traces import MODEL_KEY_OFFSET, check_model_guide, feasible_draws
+from jsvi.infer.traces import (
+    MODEL_KEY_OFFSET,
+    check_model_guide,
+    feasible_draws,
+    located,
+)
 
 __all__ = ["TraceEnum_ELBO", "guess_max_plate_nesting"]
 
@@ -348,7 +353,7 @@ class TraceEnum_ELBO(ELBO):
         nesting = int(self.max_plate_nesting or 0)  # resolved by the caller
         guide_tr = trace(
             enum(
-                seed(substitute(guide, substitute_fn=param_fn), rng_key),
+                located(seed(substitute(guide, substitute_fn=param_fn), rng_key), "guide"),
                 max_plate_nesting=nesting,
                 max_enum_size=self.max_enum_size,
             )
@@ -362,8 +367,12 @@ class TraceEnum_ELBO(ELBO):
         model_key = jax.random.fold_in(rng_key, MODEL_KEY_OFFSET)
         model_tr = trace(
             enum(
-                replay(
-                    seed(substitute(model, substitute_fn=param_fn), model_key), guide_tr
+                located(
+                    replay(
+                        seed(substitute(model, substitute_fn=param_fn), model_key),
+                        guide_tr,
+                    ),
+                    "model",
                 ),
                 first_available_dim=first,
                 max_plate_nesting=nesting,
