@@ -23,6 +23,7 @@ import pytest
 import jsvi
 import jsvi.distributions as dist
 from jsvi import constraints
+from jsvi.errors import NonFiniteError
 
 DATA = jnp.array([1.0] * 6 + [0.0] * 4)
 
@@ -308,3 +309,28 @@ def test_optimizers_with_extra_arguments_get_the_loss():
     assert float(losses[-1]) < float(losses[0])
     state, loss = jsvi.svi_update(svi, state)
     assert np.isfinite(float(loss))
+
+
+def test_an_update_that_breaks_params_from_finite_gradients_is_not_returned_silently():
+    # Steps are rejected on non-finite losses or gradients; an optimizer whose
+    # update is itself non-finite (here: from the third step on) leaves finite
+    # gradients, and the run must still not hand back NaN params without a word.
+    def breaking():
+        def init(params):
+            return jnp.zeros((), jnp.int32)
+
+        def update(grads, count, params=None):
+            bad = jnp.where(count >= 2, jnp.nan, 0.0)
+            return jax.tree.map(lambda g: -0.1 * g + bad, grads), count + 1
+
+        return optax.GradientTransformation(init, update)
+
+    def model():
+        mu = jsvi.param("mu", 0.0)
+        jsvi.sample("x", dist.Normal(mu, 1.0), obs=1.0)
+
+    svi = jsvi.SVI(model, lambda: None, breaking(), jsvi.Trace_ELBO())
+    with pytest.raises(NonFiniteError, match="ended .* non-finite params.*mu"):
+        jsvi.svi_run(svi, 0, 3, progress_bar=False)
+    state, _ = jsvi.svi_run(svi, 0, 2, progress_bar=False)
+    assert np.isfinite(float(state.params["mu"]))

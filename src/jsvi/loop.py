@@ -318,6 +318,15 @@ def svi_run(
     finally:
         if bar is not None:
             bar.close()
+    if skip_nonfinite and nonfinite_params(state):
+        # Steps are rejected on non-finite losses and gradients; an update that
+        # made params non-finite from finite gradients is caught here.
+        args, kwargs = runner.last_args
+        raise NonFiniteError(
+            f"svi_run: the run ended (step {int(state.step)}) with non-finite params. "
+            f"{nonfinite_report(svi, state, args, kwargs)} Check the optimizer's "
+            "settings (e.g. eps=0) and lower the learning rate."
+        )
     if checkpoint_path is not None and done < total:
         _save_finite(checkpoint_path, state)
     return state, runner.losses(done)

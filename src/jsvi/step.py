@@ -171,39 +171,46 @@ def step(
     A step is rejected when ``data_ok`` is False (observed values outside their
     support: its loss is reported as NaN), and, with ``skip_nonfinite``, when its
     loss or gradients are not finite (its loss is reported as it was).
+
+    The optimizer update runs inside the accepting branch of one ``lax.cond`` on
+    that flag, so the branch writes the new state where the loop keeps it; the
+    rejecting branch passes the old state through.
     """
     (_, (loss, elbo_state)), grads = jax.value_and_grad(
         objective(svi, state, args, kwargs), has_aux=True
     )(state.params)
-    if isinstance(svi.optimizer, optax.GradientTransformationExtraArgs):
-        updates, opt_state = svi.optimizer.update(
-            grads, state.opt_state, state.params, value=loss
+
+    def accepted() -> SVIState:
+        if isinstance(svi.optimizer, optax.GradientTransformationExtraArgs):
+            updates, opt_state = svi.optimizer.update(
+                grads, state.opt_state, state.params, value=loss
+            )
+        else:
+            updates, opt_state = svi.optimizer.update(grads, state.opt_state, state.params)
+        return state._replace(
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            elbo_state=elbo_state,
+            step=state.step + 1,
         )
-    else:
-        updates, opt_state = svi.optimizer.update(grads, state.opt_state, state.params)
-    new_state = state._replace(
-        params=optax.apply_updates(state.params, updates),
-        opt_state=opt_state,
-        elbo_state=elbo_state,
-        step=state.step + 1,
-    )
+
     if not skip_nonfinite and data_ok is None:
-        return new_state, loss, jnp.zeros((), bool)
+        return accepted(), loss, jnp.zeros((), bool)
     accept = jnp.ones((), bool) if data_ok is None else data_ok
     if skip_nonfinite:
-        # A non-finite gradient makes the updated params non-finite, so checking
-        # the step's outputs (computed anyway) catches it without reading the
-        # gradients a second time (which makes XLA duplicate their computation).
+        # Finite gradients give finite updates with any usual optimizer; params
+        # made non-finite by an update anyway are caught one step later, by a
+        # non-finite loss.
         accept = accept & jnp.isfinite(loss)
-        for p in jax.tree.leaves(new_state.params):
-            accept = accept & jnp.all(jnp.isfinite(p))
+        for g in jax.tree.leaves(grads):
+            accept = accept & jnp.all(jnp.isfinite(g))
     if data_ok is not None:
         loss = jnp.where(data_ok, loss, jnp.nan)
-    rejected = state._replace(num_rejected=state.num_rejected + 1)
-    # A conditional, not an elementwise select over the state: XLA compiles a
-    # select of every leaf on a loss-dependent flag into a far larger program.
-    chosen = jax.lax.cond(accept, lambda: new_state, lambda: rejected)
-    return chosen, loss, ~accept
+
+    def rejected() -> SVIState:
+        return state._replace(num_rejected=state.num_rejected + 1)
+
+    return jax.lax.cond(accept, accepted, rejected), loss, ~accept
 
 
 def update(
@@ -265,12 +272,25 @@ def run_steps(
 
     def body(i, carry):
         st, losses, rejected = carry
-        st, loss, rej = step(svi, st, args, kwargs, skip_nonfinite, data_ok)
-        return st, losses.at[i].set(loss), rejected.at[i].set(rej)
+        st, loss, rej = step(svi, st, args, kwargs, skip_nonfinite)
+        losses = losses.at[i].set(loss)
+        return st, losses, rejected.at[i].set(rej) if skip_nonfinite else rejected
 
-    state, losses, rejected = jax.lax.fori_loop(
-        start, stop, body, (state, losses, rejected)
-    )
+    def run(carry):
+        return jax.lax.fori_loop(start, stop, body, carry)
+
+    def reject_all(carry):
+        # The data are the same for every step: invalid data reject them all.
+        st, losses, rejected = carry
+        inside = (jnp.arange(losses.shape[0]) >= start) & (jnp.arange(losses.shape[0]) < stop)
+        st = st._replace(num_rejected=st.num_rejected + (stop - start).astype(jnp.int32))
+        return st, jnp.where(inside, jnp.nan, losses), rejected | inside
+
+    carry = (state, losses, rejected)
+    if data_ok is None:
+        state, losses, rejected = run(carry)
+    else:
+        state, losses, rejected = jax.lax.cond(data_ok, run, reject_all, carry)
     return state, losses, rejected, flags
 
 
