@@ -63,6 +63,11 @@ _report = {
     "z_loc_spec": [str(s.params["z_loc"].sharding.spec) for s in (state, state_sub)],
     "z_loc_fully_addressable": state.params["z_loc"].is_fully_addressable,
 }
+try:  # one file on one host cannot hold an array spread across processes
+    jsvi.save_state(os.environ["CHECKPOINT_DIR"] + ".jsvi", state)
+    _report["save_state_refused"] = jax.process_count() == 1
+except jsvi.errors.CheckpointError as _e:
+    _report["save_state_refused"] = "orbax" in str(_e)
 if "restored" in globals():
     _report["restore_exact"] = all(
         jax.tree.leaves(jax.tree.map(_same_shards, state, restored))
@@ -182,6 +187,7 @@ def test_doc_script_on_two_processes_equals_one_process_on_all_the_data(tmp_path
     for r in pair:  # per-row params split across the processes
         assert r["z_loc_spec"] == ["P('data',)"] * 2
         assert not r["z_loc_fully_addressable"]
+        assert r["save_state_refused"]  # with a CheckpointError that names orbax
 
     if not with_orbax:
         pytest.skip("orbax-checkpoint is not installed: the orbax round trip was not run")
