@@ -282,7 +282,7 @@ def svi_run(
         _tried(state),
     )
     runner = (
-        _StreamRunner(svi, stream, skip_nonfinite, (args, kwargs))
+        _StreamRunner(svi, stream, skip_nonfinite, (args, kwargs), total)
         if stream is not None
         else _CompiledRunner(svi, total, skip_nonfinite, args, kwargs)
     )
@@ -391,30 +391,57 @@ class _CompiledRunner:
         return self.buf[:done]
 
 
-class _StreamRunner:
-    """Runs steps one compiled step call per streamed batch."""
+def _to_device(batch: tuple[tuple, dict]) -> tuple[tuple, dict]:
+    """Start copying a batch's host arrays (``np.ndarray``, memory maps included)
+    to the default device; ``device_put`` returns at once. Device arrays, sharded
+    ones included, and static values are left as they are."""
+    return jax.tree.map(
+        lambda leaf: jax.device_put(leaf) if isinstance(leaf, np.ndarray) else leaf,
+        batch,
+    )
 
-    def __init__(self, svi: Any, stream: Iterator, skip: bool, first: tuple):
+
+class _StreamRunner:
+    """Runs steps one compiled step call per streamed batch.
+
+    Double-buffered: once step ``i`` is dispatched (asynchronously), batch
+    ``i + 1`` is read from the iterator and its copy to the device started, so
+    host reads (e.g. from a memory-mapped file) and transfers overlap step ``i``.
+    Then the loop waits for step ``i - 1``: at most two steps and two batches are
+    in flight, so host and device memory stay bounded however fast the iterator
+    is. No batch is read past the last step of the run (``total``).
+    """
+
+    def __init__(self, svi: Any, stream: Iterator, skip: bool, first: tuple, total: int):
         self.update, self.stream, self.skip = svi.compiled.try_update, stream, skip
         self.batch_index = -1
-        self.pending: tuple | None = first
+        self.left = total  # batches still to read, the one in `pending` included
+        self.pending: tuple | None = _to_device(first)
         self.all_losses: list[Array] = []
         self.last_args = first
+
+    def _prefetch(self) -> None:
+        if self.pending is None and self.left > 0:
+            try:
+                self.pending = _to_device(next(self.stream))
+            except StopIteration:
+                self.left = 0
 
     def run(self, state: SVIState, done: int, length: int):
         del done
         losses, rejected, seen = [], [], []
         for _ in range(length):
-            if self.pending is not None:
-                batch, self.pending = self.pending, None
-            else:
-                try:
-                    batch = next(self.stream)
-                except StopIteration:
-                    break
+            self._prefetch()
+            if self.pending is None:
+                break
+            batch, self.pending = self.pending, None
+            self.left -= 1
             self.batch_index += 1
             dynamic, spec = split_args(batch[0], batch[1], "svi_run")
             state, loss, rej, flags = self.update(state, dynamic, spec, self.skip)
+            self._prefetch()  # the next batch, while this step runs
+            if losses:
+                losses[-1].block_until_ready()  # the step before: bounded queue
             seen.append((self.batch_index, flags))
             losses.append(loss)
             rejected.append(rej)
