@@ -448,20 +448,18 @@ class _StreamRunner:
             self.last_args = batch
         for index, flags in seen:  # checked once per chunk: no wait per batch
             _raise_invalid_data(flags, state, None, index)
-        self.all_losses.extend(losses)
-        stacked = jnp.stack(losses) if losses else jnp.zeros((0,))
-        return (
-            state,
-            lambda: stacked,
-            lambda: np.asarray(jnp.stack(rejected)) if rejected else np.zeros(0, bool),
-            len(losses),
-        )
+        # fetched as one list: stacking on the device would compile a program for
+        # every new chunk length
+        chunk_losses = np.asarray(jax.device_get(losses)).reshape(-1)
+        chunk_rejected = np.asarray(jax.device_get(rejected), bool).reshape(-1)
+        self.all_losses.append(chunk_losses)
+        return state, lambda: chunk_losses, lambda: chunk_rejected, len(losses)
 
     def losses(self, done: int) -> Array:
         del done
-        if not self.all_losses:
+        if not any(len(chunk) for chunk in self.all_losses):
             return jnp.zeros((0,), jnp.result_type(float))
-        return jnp.stack(self.all_losses)
+        return jnp.asarray(np.concatenate(self.all_losses))
 
 
 def _raise_invalid_data(
