@@ -203,9 +203,15 @@ def svi_run(
             bit for bit, rejected steps included.
         batches: an iterable of ``(args, kwargs)``, one per step, for data
             streamed from the host (e.g. minibatches of a dataset that does not
-            fit on the device). ``svi_init`` uses the first batch; each step is
-            one compiled step call. Do not pass ``*args``/``**kwargs`` as well.
-            If it runs out early, the run stops there with a warning.
+            fit on the device, or views of a ``np.memmap``: see
+            ``docs/streaming.md``). ``svi_init`` uses the first batch; each step
+            is one compiled step call. While step ``i`` runs, batch ``i + 1`` is
+            read and its NumPy arrays are copied to the device
+            (``jax.device_put``; device arrays pass as they are); at most two
+            steps are in flight, and no batch is read past the run's last step
+            (after an early stop, at most one).
+            Do not pass ``*args``/``**kwargs`` as well. If it runs out early, the
+            run stops there with a warning.
         skip_nonfinite: reject a step whose loss or updated params (hence gradients) are not finite: the
             state is kept, but for ``num_rejected`` (its next draw differs).
         max_nonfinite: raise ``NonFiniteError`` after this many consecutive
