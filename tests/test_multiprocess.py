@@ -87,7 +87,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(script: str, num: int, ckpt: pathlib.Path) -> list[subprocess.Popen]:
+class _Proc:
+    """A child process whose output goes to files (no pipe can fill and block it)."""
+
+    def __init__(self, script: str, env: dict, folder: pathlib.Path, name: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.out_path, self.err_path = folder / f"{name}.out", folder / f"{name}.err"
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-c", script], env=env, stdout=out, stderr=err
+            )
+        self.seconds: float | None = None
+
+    def output(self) -> tuple[str, str]:
+        return self.out_path.read_text(), self.err_path.read_text()
+
+
+def _launch(script: str, num: int, ckpt: pathlib.Path) -> list[_Proc]:
     port = _free_port()
     procs = []
     for pid in range(num):
@@ -99,36 +115,47 @@ def _launch(script: str, num: int, ckpt: pathlib.Path) -> list[subprocess.Popen]
             CHECKPOINT_DIR=str(ckpt),
             JAX_PLATFORMS="cpu",
         )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", script],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+        procs.append(_Proc(script, env, ckpt.parent / "logs", f"{ckpt.name}-{pid}"))
     return procs
 
 
-def _collect(procs: list[subprocess.Popen], start: float) -> list[dict]:
-    """Each process's report; every process is ended before this returns or raises."""
-    reports = []
+def _collect(procs: list[_Proc], start: float) -> list[dict]:
+    """Each process's report. Stops at the first failure or at the time limit, and
+    ends every process before it returns or raises (a failed process would
+    otherwise leave its peer waiting on a collective)."""
     try:
-        for p in procs:
-            left = max(1.0, TIMEOUT_S - (time.perf_counter() - start))
-            out, err = p.communicate(timeout=left)
-            assert p.returncode == 0, err[-3000:]
-            lines = [ln for ln in out.splitlines() if ln.startswith("REPORT ")]
-            assert lines, f"no report in the output:\n{out[-2000:]}\n{err[-2000:]}"
-            report = json.loads(lines[-1][len("REPORT ") :])
-            report["seconds"] = time.perf_counter() - start
-            reports.append(report)
+        while True:
+            elapsed = time.perf_counter() - start
+            for p in procs:
+                code = p.popen.poll()
+                if code is not None and p.seconds is None:
+                    p.seconds = elapsed
+                if code not in (None, 0):
+                    raise AssertionError(
+                        f"process {p.out_path.stem} exited with {code}:\n"
+                        + p.output()[1][-3000:]
+                    )
+            if all(p.seconds is not None for p in procs):
+                break
+            if elapsed > TIMEOUT_S:
+                raise AssertionError(
+                    f"processes still running after {TIMEOUT_S} s; stderr of the first:\n"
+                    + procs[0].output()[1][-3000:]
+                )
+            time.sleep(0.2)
     finally:
         for p in procs:  # never leave a process behind, whatever failed
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+            if p.popen.poll() is None:
+                p.popen.kill()
+                p.popen.wait()
+    reports = []
+    for p in procs:
+        out, err = p.output()
+        lines = [ln for ln in out.splitlines() if ln.startswith("REPORT ")]
+        assert lines, f"no report in the output:\n{out[-2000:]}\n{err[-2000:]}"
+        report = json.loads(lines[-1][len("REPORT ") :])
+        report["seconds"] = p.seconds
+        reports.append(report)
     return reports
 
 
