@@ -209,7 +209,11 @@ def svi_run(
             read and its NumPy arrays are copied to the device
             (``jax.device_put``; device arrays pass as they are); at most two
             steps are in flight, and no batch is read past the run's last step
-            (after an early stop, at most one).
+            (after an early stop, at most one). Do not modify a batch's arrays
+            after yielding it (e.g. by refilling one buffer): on a CPU, JAX may
+            use a NumPy array's memory in place, and the step may still be
+            reading it. Yield new arrays or read-only views (``np.memmap`` with
+            ``mode="r"``).
             Do not pass ``*args``/``**kwargs`` as well. If it runs out early, the
             run stops there with a warning.
         skip_nonfinite: reject a step whose loss or updated params (hence gradients) are not finite: the
