@@ -18,8 +18,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 _SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -148,8 +146,8 @@ def test_state_sharded_over_4_devices_round_trips_bit_exact(tmp_path):
     r = json.loads(line[len("REPORT ") :])
     assert r["z_loc_spec"] == "P('data',)" and r["z_loc_shards"] == 4
     assert r["file_exact"]  # jsvi's file: values and shardings of `like`
-    if "exact" not in r:
-        pytest.skip("orbax-checkpoint is not installed: the orbax round trip was not run")
+    if "exact" not in r:  # orbax not installed (test_multiprocess.test_orbax_is_installed)
+        return
     assert r["structure"]
     assert r["exact"]  # every leaf, shard by shard, with its sharding
     assert r["resumed_exact"]  # 3 more steps from the restore = 3 more from the original
