@@ -11,9 +11,9 @@ blocks of ``--steps`` steps that alternate (shuffled order per round); the ratio
 is the median of the per-round ratios.
 
 Host memory: the iterator hands out views of the file (no copy of its own) and
-drops the pages it has passed (``madvise(MADV_DONTNEED)``; they stay in the OS
-page cache), so the peak resident set size stays within a few batches of its value
-before streaming, however much of the file is read. ``--pages keep`` leaves them
+drops the pages of batches whose step has finished (``madvise(MADV_DONTNEED)``;
+they stay in the OS page cache), so the peak resident set size stays within a few
+batches of its value before streaming, however much of the file is read. ``--pages keep`` leaves them
 mapped, to show the difference. The script reports both peaks and the bytes
 streamed.
 
@@ -117,10 +117,10 @@ def ensure_data(folder: pathlib.Path, N: int, D: int) -> tuple[pathlib.Path, pat
 
 class MemmapBatches:
     """Consecutive batches of ``B`` rows of memory-mapped ``x`` and ``y``, cycling
-    through the file. Each batch is a view of the mapping (``svi_run`` copies it to
-    the device); the pages of rows two batches back are dropped from this process
-    (they stay in the OS page cache), so resident memory does not grow with the
-    bytes read."""
+    through the file. Each batch is a view of the mapping, which ``svi_run`` hands
+    to the device (zero-copy on a CPU). The pages of the batch three back, whose
+    step has finished, are dropped from this process (they stay in the OS page
+    cache), so resident memory does not grow with the bytes read."""
 
     def __init__(self, px, py, N, D, B, pages="drop"):
         self.pages = pages
@@ -130,26 +130,29 @@ class MemmapBatches:
         self.num_batches = N // B
         self.position = 0
         self.bytes_read = 0
-        self.dropped: dict[int, int] = {}
 
-    def _drop_before(self, array: np.memmap, row: int, row_bytes: int) -> None:
-        """Drop this process's pages of ``array`` from the last drop up to ``row``."""
+    def _drop(self, array: np.memmap, batch: int, row_bytes: int) -> None:
+        """Drop this process's pages of one batch's rows (whole pages only: one
+        shared with a neighbouring batch is dropped too, and simply read again)."""
         handle = getattr(array, "_mmap", None)
         if handle is None or not hasattr(handle, "madvise"):
             return
-        start = self.dropped.get(id(array), 0)
-        end = (row * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        page = mmap.PAGESIZE
+        start = (batch * self.B * row_bytes) // page * page
+        end = ((batch + 1) * self.B * row_bytes) // page * page
         if end > start:
             handle.madvise(mmap.MADV_DONTNEED, start, end - start)
-        self.dropped[id(array)] = end if end >= start else 0  # 0: wrapped around
 
     def __iter__(self):
         while True:
             k = self.position % self.num_batches
             self.position += 1
-            if k >= 2 and self.pages == "drop":  # rows before the batch two back
-                self._drop_before(self.x, (k - 2) * self.B, self.x.shape[1] * 4)
-                self._drop_before(self.y, (k - 2) * self.B, 4)
+            # svi_run has finished the step of the batch three back (at most two
+            # steps are in flight, and this batch is not yet one of them)
+            if self.position > 3 and self.pages == "drop":
+                done = (k - 3) % self.num_batches
+                self._drop(self.x, done, self.x.shape[1] * 4)
+                self._drop(self.y, done, 4)
             rows = slice(k * self.B, (k + 1) * self.B)
             self.bytes_read += self.B * (self.x.shape[1] + 1) * 4
             yield (self.x[rows], self.y[rows], self.N), {}
