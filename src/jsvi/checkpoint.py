@@ -67,22 +67,41 @@ def _is_key(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def _describe(state: PyTree) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+def _describe(
+    state: PyTree, where: str, with_data: bool = True
+) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Each leaf's header entry and (``with_data``) its values on the host.
+
+    Without ``with_data`` only shapes and dtypes are read, so describing ``like``
+    fetches nothing from the devices.
+    """
     leaves_with_paths, _ = jax.tree_util.tree_flatten_with_path(state)
     entries, arrays = [], []
     for path, leaf in leaves_with_paths:
         key = _is_key(leaf)
+        if with_data and isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            raise CheckpointError(
+                f"{where}: leaf {jax.tree_util.keystr(path)} is an array spread across "
+                f"processes ({leaf.sharding}); one file on one host cannot hold it "
+                "without gathering it first. Checkpoint sharded multi-process states "
+                "with orbax (see docs/checkpoints.md), or gather the state with "
+                "jax.experimental.multihost_utils.process_allgather(state, tiled=True) "
+                "and save from process 0."
+            )
         if key:
-            data = np.asarray(jax.random.key_data(leaf))
             impl = str(jax.random.key_impl(leaf))
+            data = jax.random.key_data(leaf) if with_data else jax.eval_shape(
+                jax.random.key_data, leaf
+            )
         else:
-            data = np.asarray(leaf)
-            impl = None
+            impl, data = None, leaf
+        if with_data or not (hasattr(data, "shape") and hasattr(data, "dtype")):
+            data = np.asarray(data)
         entries.append(
             {
                 "path": jax.tree_util.keystr(path),
                 "shape": list(data.shape),
-                "dtype": data.dtype.str,
+                "dtype": np.dtype(data.dtype).str,
                 "key_impl": impl,
             }
         )
@@ -99,7 +118,8 @@ def save_state(path: str | os.PathLike[str], state: PyTree) -> None:
         state: an ``SVIState`` or any pytree of arrays (PRNG keys included).
 
     Raises:
-        CheckpointError: the file cannot be written.
+        CheckpointError: the file cannot be written, or a leaf is an array spread
+            across processes (use orbax for those: ``docs/checkpoints.md``).
 
     Example:
         >>> import os, tempfile, jax.numpy as jnp, jsvi
@@ -109,7 +129,7 @@ def save_state(path: str | os.PathLike[str], state: PyTree) -> None:
         [0.0, 1.0, 2.0]
     """
     path = pathlib.Path(path)
-    entries, arrays = _describe(state)
+    entries, arrays = _describe(state, f"save_state({str(path)!r})")
     header = json.dumps(
         {"format": _FORMAT, "leaves": entries, "constraints": _constraints_of(state)}
     )
@@ -140,8 +160,10 @@ def load_state(path: str | os.PathLike[str], like: PyTree) -> PyTree:
     Args:
         path: the checkpoint file.
         like: a state with the expected structure (e.g. ``svi_init``'s result for
-            the same model, guide and data shapes); only its structure, shapes and
-            dtypes are used.
+            the same model, guide and data shapes); its structure, shapes and dtypes
+            are checked, its values are never read. Leaves of ``like`` that span
+            several devices of this host (sharded or replicated) are restored with
+            the same sharding; the others land on the default device.
 
     Returns:
         A state like ``like`` with the checkpoint's values, bit for bit.
@@ -155,7 +177,7 @@ def load_state(path: str | os.PathLike[str], like: PyTree) -> PyTree:
     where = f"load_state({str(path)!r})"
     if not path.exists():
         raise CheckpointError(f"{where}: no such file. Check the path.")
-    expected, _ = _describe(like)
+    expected, _ = _describe(like, where, with_data=False)
     try:
         header, arrays = _read(path, where, expected)
     except CheckpointError:
@@ -167,11 +189,19 @@ def load_state(path: str | os.PathLike[str], like: PyTree) -> PyTree:
         ) from e
     _compare_constraints(where, header.get("constraints"), _constraints_of(like))
     leaves = []
-    for entry, array in zip(header["leaves"], arrays):
+    for entry, array, mould in zip(header["leaves"], arrays, jax.tree.leaves(like)):
+        # a leaf of `like` over several devices (sharded or replicated) is placed
+        # the same way; any other goes to the default device, uncommitted
+        sharding = None
+        if isinstance(mould, jax.Array) and len(mould.sharding.device_set) > 1:
+            sharding = mould.sharding
         if entry["key_impl"] is not None:
-            leaves.append(jax.random.wrap_key_data(jnp.asarray(array), impl=entry["key_impl"]))
+            value = jax.random.wrap_key_data(jnp.asarray(array), impl=entry["key_impl"])
+            leaves.append(value if sharding is None else jax.device_put(value, sharding))
         else:
-            leaves.append(jnp.asarray(array))
+            leaves.append(
+                jnp.asarray(array) if sharding is None else jax.device_put(array, sharding)
+            )
     treedef = jax.tree.structure(like)
     state = jax.tree.unflatten(treedef, leaves)
     mine = getattr(like, "param_constraints", None)

@@ -203,9 +203,19 @@ def svi_run(
             bit for bit, rejected steps included.
         batches: an iterable of ``(args, kwargs)``, one per step, for data
             streamed from the host (e.g. minibatches of a dataset that does not
-            fit on the device). ``svi_init`` uses the first batch; each step is
-            one compiled step call. Do not pass ``*args``/``**kwargs`` as well.
-            If it runs out early, the run stops there with a warning.
+            fit on the device, or views of a ``np.memmap``: see
+            ``docs/streaming.md``). ``svi_init`` uses the first batch; each step
+            is one compiled step call. While step ``i`` runs, batch ``i + 1`` is
+            read and its NumPy arrays are copied to the device
+            (``jax.device_put``; device arrays pass as they are); at most two
+            steps are in flight, and no batch is read past the run's last step
+            (after an early stop, at most one). Do not modify a batch's arrays
+            after yielding it (e.g. by refilling one buffer): on a CPU, JAX may
+            use a NumPy array's memory in place, and the step may still be
+            reading it. Yield new arrays or read-only views (``np.memmap`` with
+            ``mode="r"``).
+            Do not pass ``*args``/``**kwargs`` as well. If it runs out early, the
+            run stops there with a warning.
         skip_nonfinite: reject a step whose loss or updated params (hence gradients) are not finite: the
             state is kept, but for ``num_rejected`` (its next draw differs).
         max_nonfinite: raise ``NonFiniteError`` after this many consecutive
@@ -282,7 +292,7 @@ def svi_run(
         _tried(state),
     )
     runner = (
-        _StreamRunner(svi, stream, skip_nonfinite, (args, kwargs))
+        _StreamRunner(svi, stream, skip_nonfinite, (args, kwargs), total)
         if stream is not None
         else _CompiledRunner(svi, total, skip_nonfinite, args, kwargs)
     )
@@ -400,50 +410,75 @@ class _CompiledRunner:
         return self.buf[:done]
 
 
-class _StreamRunner:
-    """Runs steps one compiled step call per streamed batch."""
+def _to_device(batch: tuple[tuple, dict]) -> tuple[tuple, dict]:
+    """Start copying a batch's host arrays (``np.ndarray``, memory maps included)
+    to the default device; ``device_put`` returns at once. Device arrays, sharded
+    ones included, and static values are left as they are."""
+    return jax.tree.map(
+        lambda leaf: jax.device_put(leaf) if isinstance(leaf, np.ndarray) else leaf,
+        batch,
+    )
 
-    def __init__(self, svi: Any, stream: Iterator, skip: bool, first: tuple):
+
+class _StreamRunner:
+    """Runs steps one compiled step call per streamed batch.
+
+    Double-buffered: once step ``i`` is dispatched (asynchronously), batch
+    ``i + 1`` is read from the iterator and its copy to the device started, so
+    host reads (e.g. from a memory-mapped file) and transfers overlap step ``i``.
+    Then the loop waits for step ``i - 1``: at most two steps and two batches are
+    in flight, so host and device memory stay bounded however fast the iterator
+    is. No batch is read past the last step of the run (``total``).
+    """
+
+    def __init__(self, svi: Any, stream: Iterator, skip: bool, first: tuple, total: int):
         self.update, self.stream, self.skip = svi.compiled.try_update, stream, skip
         self.batch_index = -1
-        self.pending: tuple | None = first
+        self.left = total  # batches still to read, the one in `pending` included
+        self.pending: tuple | None = _to_device(first)
         self.all_losses: list[Array] = []
         self.last_args = first
+
+    def _prefetch(self) -> None:
+        if self.pending is None and self.left > 0:
+            try:
+                self.pending = _to_device(next(self.stream))
+            except StopIteration:
+                self.left = 0
 
     def run(self, state: SVIState, done: int, length: int):
         del done
         losses, rejected, seen = [], [], []
         for _ in range(length):
-            if self.pending is not None:
-                batch, self.pending = self.pending, None
-            else:
-                try:
-                    batch = next(self.stream)
-                except StopIteration:
-                    break
+            self._prefetch()
+            if self.pending is None:
+                break
+            batch, self.pending = self.pending, None
+            self.left -= 1
             self.batch_index += 1
             dynamic, spec = split_args(batch[0], batch[1], "svi_run")
             state, loss, rej, flags = self.update(state, dynamic, spec, self.skip)
+            self._prefetch()  # the next batch, while this step runs
+            if losses:
+                losses[-1].block_until_ready()  # the step before: bounded queue
             seen.append((self.batch_index, flags))
             losses.append(loss)
             rejected.append(rej)
             self.last_args = batch
         for index, flags in seen:  # checked once per chunk: no wait per batch
             _raise_invalid_data(flags, state, None, index)
-        self.all_losses.extend(losses)
-        stacked = jnp.stack(losses) if losses else jnp.zeros((0,))
-        return (
-            state,
-            lambda: stacked,
-            lambda: np.asarray(jnp.stack(rejected)) if rejected else np.zeros(0, bool),
-            len(losses),
-        )
+        # fetched as one list: stacking on the device would compile a program for
+        # every new chunk length
+        chunk_losses = np.asarray(jax.device_get(losses)).reshape(-1)
+        chunk_rejected = np.asarray(jax.device_get(rejected), bool).reshape(-1)
+        self.all_losses.append(chunk_losses)
+        return state, lambda: chunk_losses, lambda: chunk_rejected, len(losses)
 
     def losses(self, done: int) -> Array:
         del done
-        if not self.all_losses:
+        if not any(len(chunk) for chunk in self.all_losses):
             return jnp.zeros((0,), jnp.result_type(float))
-        return jnp.stack(self.all_losses)
+        return jnp.asarray(np.concatenate(self.all_losses))
 
 
 def _raise_invalid_data(
