@@ -435,6 +435,26 @@ program("sequential_subsampled_plate", positional_sequential_plate_model,
         lambda x: None, (X,), jsvi.Trace_ELBO(), {})
 
 
+# --- everyday idioms: local params, deterministic sites, missing data ------------------
+def local_param_model(data):
+    with jsvi.plate("data", data.shape[0], subsample_size=3) as idx:
+        z = jsvi.sample("z", dist.Normal(0.0, 1.0))
+        jsvi.sample("x", dist.Normal(z, 1.0), obs=data[idx])
+
+
+def local_param_guide(data):
+    n = data.shape[0]
+    with jsvi.plate("data", n, subsample_size=3):
+        loc = jsvi.param("z_loc", jnp.zeros(n), event_dim=0)
+        scale = jsvi.param("z_scale", jnp.ones(n), constraint=constraints.positive,
+                           event_dim=0)
+        jsvi.sample("z", dist.Normal(loc, scale))
+
+
+program("local_params_in_subsampled_plate", local_param_model, local_param_guide, (X,),
+        jsvi.Trace_ELBO(), {"z": "pathwise"})
+
+
 def _programs() -> list:
     return [pytest.param(name, p, id=name) for name, p in PROGRAMS.items()]
 

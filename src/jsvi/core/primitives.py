@@ -28,6 +28,7 @@ from jsvi._typing import (
     is_concrete,
     shape_of,
 )
+from jsvi.core.local_params import subsample_param
 from jsvi.core.runtime import CondIndepStackFrame, Handler, Message, apply_stack
 from jsvi.errors import ArgumentError, MissingRNGKeyError, ShapeError, SiteError
 
@@ -210,17 +211,30 @@ def param(
         constraint: the parameter's support (default ``constraints.real``). It is
             optimized in unconstrained space through ``biject_to(constraint)``.
         event_dim: how many rightmost dims form one event (defaults to the
-            constraint's own ``event_dim``).
+            constraint's own ``event_dim``). Given inside vectorized plates, it
+            makes the param local: its dim ``plate.dim - event_dim`` holds the
+            plate's full ``size`` elements, and inside a subsampled plate the
+            value read is the rows of the current subsample (Pyro's local
+            parameters); the stored parameter keeps all ``size`` rows and a step's
+            gradient reaches only the rows it read.
 
     Returns:
         The parameter's value in constrained space. With no handler active this is
-        ``init_value`` itself.
+        ``init_value`` itself (its subsample rows, for a local param).
+
+    Raises:
+        ShapeError: a local param's size at its plate dim is neither the plate's
+            size nor 1.
 
     Example:
-        >>> import jsvi
+        >>> import jax.numpy as jnp, jsvi
         >>> from jsvi import constraints
         >>> float(jsvi.param("s", 2.0, constraint=constraints.positive))
         2.0
+        >>> with jsvi.plate("data", 5, subsample=jnp.array([1, 3])):
+        ...     loc = jsvi.param("loc", jnp.arange(5.0), event_dim=0)
+        >>> loc.tolist()
+        [1.0, 3.0]
     """
     _check_name("param", name)
     if constraint is None:
@@ -244,7 +258,7 @@ def param(
         event_dim=event_dim,
         default=_param_default,
     )
-    return apply_stack(msg).value
+    return subsample_param(name, apply_stack(msg).value, event_dim)
 
 
 def deterministic(name: str, value: ArrayLike) -> Array:
@@ -395,12 +409,18 @@ def _broadcast_site(msg: Message, frame: CondIndepStackFrame) -> None:
         if len(batch_shape) == len(msg.fn.batch_shape):
             return
     elif current != 1:
+        local = (
+            " If they come from a jsvi.param of the plate's full size, declare it "
+            "inside the plate with event_dim=... so that it is subsampled with it."
+            if current == frame.size
+            else ""
+        )
         raise ShapeError(
             f"sample site {msg.name!r}: batch_shape {tuple(msg.fn.batch_shape)} has "
             f"size {current} at dim {frame.dim}, but plate {frame.name!r} has size "
             f"{frame.subsample_size}. Give the distribution's parameters size "
             f"{frame.subsample_size} (or 1) at dim {frame.dim}, declare event dims "
-            f"with .to_event(n), or move {msg.name!r} outside the plate."
+            f"with .to_event(n), or move {msg.name!r} outside the plate.{local}"
         )
     batch_shape[frame.dim] = frame.subsample_size
     # Distributions that can expand lazily keep their parameters' shapes and
@@ -412,14 +432,17 @@ def _broadcast_site(msg: Message, frame: CondIndepStackFrame) -> None:
 class _PlateFrame(Handler):
     """Applies one plate frame (vectorized, or one sequential iteration) to sites."""
 
-    def __init__(self, frame: CondIndepStackFrame):
+    def __init__(self, frame: CondIndepStackFrame, indices: Any = None):
         super().__init__()
         self.frame = frame
+        self.indices = indices
 
     def process(self, msg: Message) -> None:
         frame = self.frame
         if msg.kind == "_frames":
             msg.cond_indep_stack = (frame,) + msg.cond_indep_stack
+            if "indices" in msg.kwargs:
+                msg.kwargs["indices"][frame.name] = self.indices
             return
         if msg.kind not in ("sample", "plate"):
             return
@@ -564,7 +587,7 @@ class plate:
                     "to allocate one."
                 )
         frame = CondIndepStackFrame(self.name, dim, self.size, self.subsample_size)
-        self._frame_handler = _PlateFrame(frame)
+        self._frame_handler = _PlateFrame(frame, self._indices)
         self._frame_handler.__enter__()
         return self._indices
 
