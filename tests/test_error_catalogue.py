@@ -698,6 +698,25 @@ case("local_param_without_event_dim", _subsample_model, _local_param_guide(3, No
      (X3,), ShapeError, "sample site 'z'.*declare it inside the plate with event_dim")
 
 
+def _obs_mask_without_obs(x):
+    with jsvi.plate("data", x.shape[0]):
+        jsvi.sample("x", dist.Normal(0.0, 1.0), obs=None, obs_mask=~jnp.isnan(x))
+
+
+case("obs_mask_without_obs", _obs_mask_without_obs, empty_guide, (X3,), ArgumentError,
+     "sample site 'x': obs_mask is given but obs is None")
+
+
+def _param_never_declared_model(x):
+    jsvi.sample("z", dist.Normal(jsvi.param("loc"), 1.0))
+    with jsvi.plate("data", x.shape[0]):
+        jsvi.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+
+case("param_without_init_never_declared", _param_never_declared_model, normal_guide(),
+     (X3,), SiteError, "param 'loc': no init_value, and no param of that name")
+
+
 def _cases() -> list:
     return [pytest.param(name, c, id=name) for name, c in CASES.items()]
 
