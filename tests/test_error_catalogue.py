@@ -682,6 +682,41 @@ case("expand_on_enumerated_value", _expand_enumerated_model, empty_guide, (X3,),
      ShapeError, "model, after site 'c': Normal.expand", jsvi.TraceEnum_ELBO())
 
 
+# --- everyday idioms: local params, missing data ------------------------------------
+def _local_param_guide(size, event_dim):
+    def guide(x):
+        with jsvi.plate("data", 3, subsample_size=2):
+            loc = jsvi.param("z_loc", jnp.zeros(size), event_dim=event_dim)
+            jsvi.sample("z", dist.Normal(loc, 1.0))
+
+    return guide
+
+
+case("local_param_not_plate_size", _subsample_model, _local_param_guide(4, 0), (X3,),
+     ShapeError, "param 'z_loc': value of shape \\(4,\\).*plate 'data' has size 3")
+case("local_param_without_event_dim", _subsample_model, _local_param_guide(3, None),
+     (X3,), ShapeError, "sample site 'z'.*declare it inside the plate with event_dim")
+
+
+def _obs_mask_without_obs(x):
+    with jsvi.plate("data", x.shape[0]):
+        jsvi.sample("x", dist.Normal(0.0, 1.0), obs=None, obs_mask=~jnp.isnan(x))
+
+
+case("obs_mask_without_obs", _obs_mask_without_obs, empty_guide, (X3,), ArgumentError,
+     "sample site 'x': obs_mask is given but obs is None")
+
+
+def _param_never_declared_model(x):
+    jsvi.sample("z", dist.Normal(jsvi.param("loc"), 1.0))
+    with jsvi.plate("data", x.shape[0]):
+        jsvi.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+
+case("param_without_init_never_declared", _param_never_declared_model, normal_guide(),
+     (X3,), SiteError, "param 'loc': no init_value, and no param of that name")
+
+
 def _cases() -> list:
     return [pytest.param(name, c, id=name) for name, c in CASES.items()]
 

@@ -435,6 +435,87 @@ program("sequential_subsampled_plate", positional_sequential_plate_model,
         lambda x: None, (X,), jsvi.Trace_ELBO(), {})
 
 
+# --- everyday idioms: local params, deterministic sites, missing data ------------------
+def local_param_model(data):
+    with jsvi.plate("data", data.shape[0], subsample_size=3) as idx:
+        z = jsvi.sample("z", dist.Normal(0.0, 1.0))
+        jsvi.sample("x", dist.Normal(z, 1.0), obs=data[idx])
+
+
+def local_param_guide(data):
+    n = data.shape[0]
+    with jsvi.plate("data", n, subsample_size=3):
+        loc = jsvi.param("z_loc", jnp.zeros(n), event_dim=0)
+        scale = jsvi.param("z_scale", jnp.ones(n), constraint=constraints.positive,
+                           event_dim=0)
+        jsvi.sample("z", dist.Normal(loc, scale))
+
+
+program("local_params_in_subsampled_plate", local_param_model, local_param_guide, (X,),
+        jsvi.Trace_ELBO(), {"z": "pathwise"})
+
+
+def missing_data_model(data, observed):
+    mu = jsvi.sample("mu", dist.Normal(0.0, 1.0))
+    with jsvi.plate("data", data.shape[0]):
+        y = jsvi.sample("y", dist.Normal(mu, 1.0), obs=data, obs_mask=observed)
+        jsvi.deterministic("y_centred", y - mu)
+
+
+X_MISSING = X.at[jnp.array([1, 4])].set(jnp.nan)
+program("obs_mask_imputed_by_autonormal", missing_data_model, AutoNormal(missing_data_model),
+        (X_MISSING, ~jnp.isnan(X_MISSING)), jsvi.Trace_ELBO(),
+        {"mu": "pathwise", "y_unobserved": "pathwise"})
+
+
+def subsampled_data_model(data):
+    mu = jsvi.sample("mu", dist.Normal(0.0, 1.0))
+    with jsvi.plate("data", data.shape[0], subsample_size=3):
+        jsvi.sample("x", dist.Normal(mu, 1.0), obs=jsvi.subsample(data, event_dim=0))
+
+
+program("subsample_primitive", subsampled_data_model, mu_guide, (X,), jsvi.Trace_ELBO(),
+        {"mu": "pathwise"})
+
+
+def plate_stack_model(data):
+    mu = jsvi.sample("mu", dist.Normal(0.0, 1.0))
+    with jsvi.plate_stack("batch", data.shape):
+        jsvi.sample("x", dist.Normal(mu, 1.0), obs=data)
+
+
+program("plate_stack_over_a_grid", plate_stack_model, mu_guide, (GRID,), jsvi.Trace_ELBO(),
+        {"mu": "pathwise"})
+
+
+@handlers.scope(prefix="part")
+def scoped_model(data):
+    mu = jsvi.sample("mu", dist.Normal(0.0, 1.0))
+    with jsvi.plate("data", data.shape[0]), handlers.scale(factor=0.5):
+        jsvi.sample("x", dist.Normal(mu, 1.0), obs=data)
+
+
+program("scoped_model_decorated_handlers", scoped_model, AutoNormal(scoped_model), (X,),
+        jsvi.Trace_ELBO(), {"part/mu": "pathwise"})
+
+
+def prior_scale_model(data):
+    s = jsvi.param("s")  # no init: the guide's "s", declared before the model runs
+    mu = jsvi.sample("mu", dist.Normal(0.0, s))
+    with jsvi.plate("data", data.shape[0]):
+        jsvi.sample("x", dist.Normal(mu, 1.0), obs=data)
+
+
+def prior_scale_guide(data):
+    del data
+    jsvi.param("s", 2.0, constraint=constraints.positive)
+    jsvi.sample("mu", dist.Normal(jsvi.param("m", 0.0), jsvi.param("s")))
+
+
+program("param_read_again_without_init", prior_scale_model, prior_scale_guide, (X,),
+        jsvi.Trace_ELBO(), {"mu": "pathwise"})
+
+
 def _programs() -> list:
     return [pytest.param(name, p, id=name) for name, p in PROGRAMS.items()]
 

@@ -18,7 +18,9 @@ from jsvi import (
 from jsvi.arviz import to_arviz
 from jsvi.checking import ValidationReport, validate
 from jsvi.checkpoint import load_state, save_state
+from jsvi.core.local_params import subsample
 from jsvi.core.markov import markov
+from jsvi.core.plates import plate_stack
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
@@ -93,4 +95,7 @@ __all__ = [
     "to_arviz",
     "transforms",
     "validate",
+    # everyday idioms (Pyro/NumPyro names)
+    "plate_stack",
+    "subsample",
 ]

@@ -24,6 +24,8 @@ __all__ = [
     "StateError",
     "JsviWarning",
     "PlateBroadcastWarning",
+    "GuidePlateWarning",
+    "EnumerationWarning",
 ]
 
 
@@ -75,3 +77,13 @@ class JsviWarning(UserWarning):
 class PlateBroadcastWarning(JsviWarning):
     """An observed value of size 1 along a plate dim of size > 1 is broadcast and
     counted once per plate element. Pyro allows it; it is usually a bug."""
+
+
+class GuidePlateWarning(JsviWarning):
+    """The guide has a plate that the model does not: its sites are not scaled
+    or batched alike in the two (Pyro warns the same way)."""
+
+
+class EnumerationWarning(JsviWarning):
+    """An enumeration option that has no effect: a site marked for enumeration
+    that is observed, or an enumerating estimator with no site to enumerate."""

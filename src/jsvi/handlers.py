@@ -1,5 +1,5 @@
-"""Public effect handlers (``jsvi.handlers``); re-exports of ``jsvi.core.handlers``
-and of ``jsvi.reparam.reparam``."""
+"""Public effect handlers (``jsvi.handlers``); re-exports of ``jsvi.core.handlers``,
+``jsvi.core.more_handlers`` and of ``jsvi.reparam.reparam``."""
 
 from jsvi.core.handlers import (
     block,
@@ -12,6 +12,7 @@ from jsvi.core.handlers import (
     substitute,
     trace,
 )
+from jsvi.core.more_handlers import do, lift, scope, uncondition
 from jsvi.reparam import reparam
 
 __all__ = [
@@ -25,4 +26,9 @@ __all__ = [
     "seed",
     "substitute",
     "trace",
+    # Pyro/NumPyro handlers
+    "do",
+    "lift",
+    "scope",
+    "uncondition",
 ]

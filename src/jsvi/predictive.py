@@ -12,6 +12,7 @@ May import (within jsvi): ``jsvi.core``, ``jsvi.infer``, ``jsvi._args``, ``jsvi.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,27 +30,35 @@ from jsvi.infer.discrete import infer_discrete
 __all__ = ["Predictive"]
 
 
-def _check_samples(samples: Any, num_samples: int | None) -> tuple[dict, int]:
+def _check_samples(
+    samples: Any, num_samples: int | None, batch_ndims: int = 1
+) -> tuple[dict, tuple[int, ...]]:
+    """The samples as arrays, and their shared batch shape (``batch_ndims`` dims)."""
     if not isinstance(samples, Mapping) or not samples:
         raise ArgumentError(
             "Predictive: posterior_samples must be a non-empty dict site name -> "
             f"array with a leading axis over draws, got {samples!r}."
         )
     samples = {k: jnp.asarray(v) for k, v in samples.items()}
-    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in samples.items()}
+    sizes = {
+        k: (v.shape[:batch_ndims] if v.ndim >= batch_ndims else None)
+        for k, v in samples.items()
+    }
     distinct = set(sizes.values())
     if None in distinct or len(distinct) != 1:
         raise ShapeError(
-            f"Predictive: posterior_samples must share one leading (draws) axis, got "
-            f"leading sizes {sizes}. Stack the draws of every site along axis 0."
+            f"Predictive: posterior_samples must share {batch_ndims} leading (draws) "
+            f"dims (batch_ndims={batch_ndims}), got leading shapes {sizes}. Stack the "
+            "draws of every site along the same leading axes."
         )
-    (num,) = distinct
+    (batch_shape,) = distinct
+    num = math.prod(batch_shape)
     if num_samples is not None and num_samples != num:
         raise ArgumentError(
             f"Predictive: num_samples={num_samples} but posterior_samples hold {num} "
             "draws. Drop num_samples, or slice the samples."
         )
-    return samples, num
+    return samples, batch_shape
 
 
 class Predictive:
@@ -80,6 +89,14 @@ class Predictive:
         infer_discrete: draw the model's enumerated sites (``infer={"enumerate":
             "parallel"}``) from their exact posterior given the observations and
             the draw's other values (``jsvi.infer_discrete``), in every draw.
+        batch_ndims: how many leading dims of ``posterior_samples`` (default 1)
+            or of ``params`` (with a guide; default 0) index draws or batches, as
+            in NumPyro. ``posterior_samples`` shaped ``(chains, draws, ...)`` with
+            ``batch_ndims=2`` give outputs ``(chains, draws, ...)``; ``params``
+            with a leading batch dim ``B`` (say from ``jax.vmap`` over restarts)
+            with ``batch_ndims=1`` give ``(B, num_samples, ...)``.
+        parallel: draw all at once with ``jax.vmap`` (default), or one after
+            another with ``jax.lax.map`` (``False``: less memory, same draws).
 
     Raises:
         ArgumentError: none of ``guide``, ``posterior_samples``, ``num_samples``;
@@ -104,6 +121,8 @@ class Predictive:
         num_samples: int | None = None,
         return_sites: Sequence[str] | None = None,
         infer_discrete: bool = False,
+        batch_ndims: int | None = None,
+        parallel: bool = True,
     ):
         if not callable(model):
             raise ArgumentError(
@@ -153,13 +172,34 @@ class Predictive:
                     f"{return_sites!r}."
                 )
             return_sites = tuple(return_sites)
+        if batch_ndims is None:
+            batch_ndims = 1 if posterior_samples is not None else 0
+        if isinstance(batch_ndims, bool) or not isinstance(batch_ndims, int) or (
+            batch_ndims < 0
+        ):
+            raise ArgumentError(
+                f"Predictive: batch_ndims must be an int >= 0, got {batch_ndims!r}."
+            )
+        if batch_ndims and guide is None and posterior_samples is None:
+            raise ArgumentError(
+                f"Predictive: batch_ndims={batch_ndims} applies to posterior_samples "
+                "or to a guide's params; the prior predictive has no batch. Leave "
+                "batch_ndims out."
+            )
+        if not isinstance(parallel, bool):
+            raise ArgumentError(f"Predictive: parallel must be True or False, got {parallel!r}.")
         self.model = model
         self.guide = guide
         self.params = dict(params) if params is not None else None
+        self.batch_ndims = batch_ndims
+        self.parallel = parallel
+        self.batch_shape: tuple[int, ...] = ()
         if posterior_samples is not None:
-            self.posterior_samples, num_samples = _check_samples(
-                posterior_samples, None if num_samples is None else int(num_samples)
+            self.posterior_samples, self.batch_shape = _check_samples(
+                posterior_samples, None if num_samples is None else int(num_samples),
+                batch_ndims,
             )
+            num_samples = math.prod(self.batch_shape)
         else:
             self.posterior_samples = None
         self.num_samples = int(num_samples)
@@ -167,7 +207,11 @@ class Predictive:
         self.infer_discrete = bool(infer_discrete)
         # This predictive's own compiled draw (one program per argument structure),
         # dropped with it.
-        self._compiled = jax.jit(functools.partial(_predict, self), static_argnums=(0,))
+        batched = self.guide is not None and self.batch_ndims > 0
+        self._compiled = jax.jit(
+            functools.partial(_predict_batched_params if batched else _predict, self),
+            static_argnums=(0,),
+        )
 
     def __call__(self, rng_key: Any, *args: Any, **kwargs: Any) -> dict[str, Array]:
         """Draw ``num_samples`` times; return dict site name -> ``(num, ...)``."""
@@ -247,12 +291,55 @@ def _predict(
 ) -> dict[str, Array]:
     args, kwargs = merge_args(spec, dynamic)
     keys = jax.random.split(key, predictive.num_samples)
+    loop = _mapper(predictive.parallel)
 
     def one(k: PRNGKey, sample: Mapping[str, Array] | None) -> dict[str, Array]:
         out = predictive._draw(k, params, sample, args, kwargs)
         return {n: jnp.asarray(v) for n, v in out.items()}
 
     if samples is None:
-        return jax.vmap(lambda k: one(k, None))(keys)
-    return jax.vmap(one)(keys, samples)
+        return loop(lambda k: one(k, None))(keys)
+    batch_shape = predictive.batch_shape
+    flat = {n: v.reshape((-1,) + v.shape[len(batch_shape):]) for n, v in samples.items()}
+    out = loop(one)(keys, flat)
+    return {n: v.reshape(batch_shape + v.shape[1:]) for n, v in out.items()}
+
+
+def _mapper(parallel: bool) -> Any:
+    """``jax.vmap``, or the same map run one element at a time (``lax.map``)."""
+    if parallel:
+        return jax.vmap
+
+    def sequential(f: Any) -> Any:
+        return lambda *xs: jax.lax.map(lambda x: f(*x), xs)
+
+    return sequential
+
+
+def _predict_batched_params(
+    predictive: Predictive,
+    spec: ArgSpec,
+    key: PRNGKey,
+    params: Mapping[str, Any],
+    samples: Mapping[str, Array] | None,
+    dynamic: list,
+) -> dict[str, Array]:
+    """``_predict`` once per batch element of the params' leading
+    ``batch_ndims`` dims."""
+    nd = predictive.batch_ndims
+    leaves = jax.tree.leaves(params)
+    shapes = {tuple(jnp.shape(v)[:nd]) for v in leaves}
+    if len(shapes) != 1 or len(next(iter(shapes))) != nd:
+        raise ShapeError(
+            f"Predictive: with batch_ndims={nd} every param needs the same {nd} "
+            f"leading batch dims, got leading shapes {sorted(shapes)}. Stack the "
+            "params of each batch element along the same leading axes."
+        )
+    (batch_shape,) = shapes
+    num = math.prod(batch_shape)
+    flat = jax.tree.map(lambda v: jnp.reshape(v, (num,) + jnp.shape(v)[nd:]), params)
+    keys = jax.random.split(key, num)
+    loop = _mapper(predictive.parallel)
+    out = loop(lambda k, p: _predict(predictive, spec, k, p, samples, dynamic))(keys, flat)
+    return {n: v.reshape(batch_shape + v.shape[1:]) for n, v in out.items()}
 

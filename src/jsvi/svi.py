@@ -17,14 +17,15 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jsvi import loop
 from jsvi._args import split_args
 from jsvi._typing import Array, ModelFn, Params, PyTree
 from jsvi.core.handlers import as_key
-from jsvi.errors import ArgumentError
-from jsvi.infer import ELBO, check_signatures, constrain
+from jsvi.errors import ArgumentError, ShapeError, SupportError
+from jsvi.infer import ELBO, check_signatures, constrain, unconstrain
 from jsvi.state import ParamConstraints, SVIState
 from jsvi.step import Compiled, compile_steps, raise_failed_checks
 
@@ -143,6 +144,10 @@ def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
         rng_key: a ``jax.random.key``, raw ``PRNGKey`` or int.
         *args, **kwargs: model and guide arguments. Arrays (and Python floats) are
             traced; other Python values (ints, strings, ...) are static.
+        init_params: (keyword-only, reserved) a dict param name -> constrained
+            value to start from instead of the params' own inits, e.g.
+            ``jsvi.get_params`` of an earlier fit (a warm start). Each must be a
+            param of this SVI, with its shape, inside its constraint.
 
     Returns:
         The initial ``SVIState``.
@@ -151,12 +156,55 @@ def svi_init(svi: SVI, rng_key: Any, *args: Any, **kwargs: Any) -> SVIState:
         SupportError: a param init or an observation is outside its support.
         NonFiniteError: a log-density is not finite at the init point.
         ModelGuideMismatchError, ShapeError, SiteError: malformed model or guide.
+        ArgumentError: ``init_params`` names a param this SVI does not have.
     """
+    init_params = kwargs.pop("init_params", None)
     key = as_key(rng_key, "svi_init")
     dynamic, spec = split_args(args, kwargs, "svi_init")
     state, flags = svi.compiled.init(key, dynamic, spec)
     raise_failed_checks(flags, "svi_init")
+    if init_params is not None:
+        state = _warm_start(svi, state, init_params)
     return state
+
+
+def _warm_start(svi: SVI, state: SVIState, init_params: Any) -> SVIState:
+    """``state`` with the given constrained params (and the optimizer state
+    initialised at them)."""
+    if not isinstance(init_params, dict):
+        raise ArgumentError(
+            f"svi_init: init_params must be a dict param name -> constrained value, "
+            f"got {type(init_params).__name__}. Pass e.g. jsvi.get_params(svi, state)."
+        )
+    found = state.param_constraints.as_dict()
+    params = dict(state.params)
+    for name, value in init_params.items():
+        if name not in found:
+            raise ArgumentError(
+                f"svi_init: init_params has {name!r}, which is not a param of this "
+                f"model and guide (they have {sorted(found)}). Drop it or rename it."
+            )
+        value_u = unconstrain(value, found[name])
+        if jax.tree.structure(value_u) != jax.tree.structure(params[name]) or [
+            v.shape for v in jax.tree.leaves(value_u)
+        ] != [v.shape for v in jax.tree.leaves(params[name])]:
+            raise ShapeError(
+                f"svi_init: init_params[{name!r}] has shape "
+                f"{jax.tree.map(lambda v: v.shape, value_u)}, but param {name!r} has "
+                f"{jax.tree.map(lambda v: v.shape, params[name])}. Give it the param's "
+                "shape."
+            )
+        leaves = jax.tree.leaves(value_u)
+        if all(isinstance(v, jax.Array) and not isinstance(v, jax.core.Tracer) for v in leaves):
+            if not all(bool(jnp.all(jnp.isfinite(v))) for v in leaves):
+                raise SupportError(
+                    f"svi_init: init_params[{name!r}] lies outside (or on the boundary "
+                    f"of) its constraint {found[name]!r}. Give a value strictly inside it."
+                )
+        params[name] = jax.tree.map(
+            lambda v, old: jnp.asarray(v, old.dtype), value_u, params[name]
+        )
+    return state._replace(params=params, opt_state=svi.optimizer.init(params))
 
 
 def svi_update(svi: SVI, state: SVIState, *args: Any, **kwargs: Any) -> tuple[SVIState, Array]:

@@ -40,7 +40,7 @@ def test_every_index_is_included_with_probability_b_over_n(size, subsample_size)
 
 @pytest.mark.statistical
 def test_draws_short_of_distinct_indices_are_redrawn_and_stay_uniform():
-    from jsvi.core.primitives import _distinct_indices
+    from jsvi.core.plates import _distinct_indices
 
     # 12 draws from 40 for 10 distinct: about 16% of first draws fall short
     # and are drawn again. Accepted draws must still be distinct and uniform.
@@ -86,7 +86,7 @@ def test_minibatch_elbo_is_unbiased_for_the_full_batch_elbo():
 
 @pytest.mark.parametrize("size,subsample_size", [(50_000, 1_000), (40, 10), (100, 30)])
 def test_sorted_and_table_repeat_finding_pick_the_same_indices(size, subsample_size, monkeypatch):
-    import jsvi.core.primitives as P
+    import jsvi.core.plates as P
 
     keys = jax.random.split(jax.random.key(5), 16)
     total = subsample_size + 2  # few spares: some draws are redrawn

@@ -32,16 +32,17 @@ from jsvi.autoguide._prototype import (
     InitLocs,
     LatentSite,
     Prototype,
+    deterministic_sites,
     extract_prototype,
     isolate,
     prototype_trace,
 )
 from jsvi.autoguide.initialization import InitStrategy, check_strategy, init_to_median
-from jsvi.core.handlers import as_key, seed, substitute
+from jsvi.core.handlers import as_key, seed, substitute, trace
 from jsvi.core.runtime import Handler, Message
 from jsvi.errors import ArgumentError, SiteError
 
-__all__ = ["AutoGuide", "LazyInit", "check_scale"]
+__all__ = ["AutoGuide", "LazyInit", "check_scale", "with_deterministic"]
 
 
 class LazyInit:
@@ -91,6 +92,31 @@ def _takes_no_arguments(fn: ModelFn) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def with_deterministic(
+    model: ModelFn,
+    draws: dict[str, Array],
+    params: Params,
+    rng_key: PRNGKey,
+    args: tuple,
+    kwargs: Mapping[str, Any],
+    sample_shape: Shape,
+) -> dict[str, Array]:
+    """``draws`` (leading ``sample_shape``) plus the model's ``deterministic``
+    sites computed from each draw, when the model can be run (its arguments are
+    given, or it takes none); ``draws`` alone otherwise."""
+    if not (args or kwargs or _takes_no_arguments(model)):
+        return draws
+    num = math.prod(sample_shape)
+    flat = {n: v.reshape((num,) + v.shape[len(sample_shape):]) for n, v in draws.items()}
+
+    def one(k: PRNGKey, draw: dict[str, Array]) -> dict[str, Array]:
+        return deterministic_sites(model, {**params, **draw}, k, args, kwargs)
+
+    extra = jax.vmap(one)(jax.random.split(rng_key, num), flat)
+    extra = {n: v.reshape(sample_shape + v.shape[1:]) for n, v in extra.items()}
+    return {**draws, **extra}
 
 
 def _check_prefix(prefix: Any, where: str) -> str:
@@ -314,7 +340,22 @@ class AutoGuide:
             sample_shape: leading shape of the draws.
 
         Returns:
-            dict site name -> array of shape ``sample_shape + site shape``.
+            dict site name -> array of shape ``sample_shape + site shape``: the
+            latent sites and, when the model can be run (its arguments are given,
+            or it takes none), its ``deterministic`` sites computed from each draw.
+
+        Example:
+            >>> import jax, jax.numpy as jnp, optax, jsvi, jsvi.distributions as dist
+            >>> from jsvi.autoguide import AutoNormal
+            >>> def model():
+            ...     z = jsvi.sample("z", dist.Normal(0.0, 1.0))
+            ...     jsvi.deterministic("z2", z**2)
+            >>> guide = AutoNormal(model)
+            >>> svi = jsvi.SVI(model, guide, optax.adam(1e-2), jsvi.Trace_ELBO())
+            >>> params = jsvi.get_params(svi, jsvi.svi_init(svi, 0))
+            >>> draws = guide.sample_posterior(jax.random.key(1), params, sample_shape=(5,))
+            >>> bool(jnp.allclose(draws["z2"], draws["z"] ** 2))
+            True
         """
         where = f"{type(self).__name__}.sample_posterior"
         key = as_key(rng_key, where)
@@ -324,6 +365,9 @@ class AutoGuide:
         proto = self._structure(args, kwargs, where)
         self._check_params(params, proto, where)
         num = math.prod(sample_shape)
+        with_deterministic = bool(proto.deterministics) and (
+            bool(args or kwargs) or _takes_no_arguments(self.model)
+        )
 
         def one(k: PRNGKey) -> dict[str, Array]:
             def body() -> dict[str, Array]:
@@ -332,8 +376,18 @@ class AutoGuide:
             def param_value(msg: Message) -> Any:
                 return params.get(msg.name) if msg.kind == "param" else None
 
-            with isolate():
-                return seed(substitute(body, substitute_fn=param_value), k)()
+            with isolate(), trace() as tr:
+                out = seed(substitute(body, substitute_fn=param_value), k)()
+            if with_deterministic:
+                plates = {n: s.value for n, s in tr.items() if s.kind == "plate"}
+                values = {**params, **plates, **out}
+                out = {
+                    **out,
+                    **deterministic_sites(
+                        self.model, values, jax.random.fold_in(k, 1), args, kwargs
+                    ),
+                }
+            return out
 
         draws = jax.vmap(one)(jax.random.split(key, num))
         return {n: v.reshape(sample_shape + v.shape[1:]) for n, v in draws.items()}

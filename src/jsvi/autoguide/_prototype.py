@@ -25,7 +25,7 @@ import numpy as np
 from jsvi._typing import Array, ModelFn, PRNGKey, Shape
 from jsvi.autoguide.initialization import InitStrategy, initial_value
 from jsvi.constraints import Constraint
-from jsvi.core.handlers import seed, trace
+from jsvi.core.handlers import seed, substitute, trace
 from jsvi.core.runtime import CondIndepStackFrame, Handler, Message
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import ModelGuideMismatchError, ShapeError, SiteError
@@ -66,6 +66,10 @@ class LatentSite:
             applied; a subsampled plate contributes its ``subsample_size``).
         support: the distribution's support (may hold arrays).
         frames: the vectorized plates the site sits in, innermost first.
+        mask: the model site's mask (e.g. the missing entries of an ``obs_mask``
+            site), which the guide's site takes too; None when the site has none
+            or sits in a plate subsampled at random (the mask of one run's
+            subsample would not fit another's).
     """
 
     name: str
@@ -73,6 +77,7 @@ class LatentSite:
     event_shape: Shape
     support: Constraint
     frames: tuple[CondIndepStackFrame, ...]
+    mask: Any = None
 
     @property
     def shape(self) -> Shape:
@@ -133,11 +138,13 @@ class Prototype:
         latents: the continuous latent sites, in execution order.
         plates: the vectorized plates holding them, by name.
         model_params: names of the model's own ``param`` sites.
+        deterministics: names of the model's ``deterministic`` sites.
     """
 
     latents: tuple[LatentSite, ...]
     plates: Mapping[str, PlateInfo]
     model_params: frozenset[str]
+    deterministics: tuple[str, ...] = ()
 
     def concrete(self) -> Prototype | None:
         """This prototype without traced values, or None if a support is traced."""
@@ -149,7 +156,11 @@ class Prototype:
             else dataclasses.replace(p, indices=None)
             for n, p in self.plates.items()
         }
-        return dataclasses.replace(self, plates=plates)
+        latents = tuple(
+            s if _is_concrete_tree(s.mask) else dataclasses.replace(s, mask=None)
+            for s in self.latents
+        )
+        return dataclasses.replace(self, plates=plates, latents=latents)
 
 
 def _is_concrete_tree(obj: Any) -> bool:
@@ -278,9 +289,14 @@ def extract_prototype(
                 "reals is known. Use a jsvi distribution or write a guide by hand."
             )
         frames = tuple(f for f in site.cond_indep_stack if f.vectorized)
+        random_subsample = any(
+            f.subsample_size != f.size and f.name not in explicit for f in frames
+        )
+        mask = None if random_subsample or isinstance(site.mask, bool) else site.mask
         latents.append(
             LatentSite(
-                name, tuple(fn.batch_shape), tuple(fn.event_shape), support, frames
+                name, tuple(fn.batch_shape), tuple(fn.event_shape), support, frames,
+                mask,
             )
         )
         for f in frames:
@@ -289,7 +305,24 @@ def extract_prototype(
                 plates[f.name] = PlateInfo(
                     f.name, f.size, f.subsample_size, f.dim, indices
                 )
-    return Prototype(tuple(latents), plates, frozenset(tr.param_sites()))
+    deterministics = tuple(n for n, s in tr.items() if s.kind == "deterministic")
+    return Prototype(tuple(latents), plates, frozenset(tr.param_sites()), deterministics)
+
+
+def deterministic_sites(
+    model: ModelFn,
+    values: Mapping[str, Any],
+    rng_key: Any,
+    args: tuple,
+    kwargs: Mapping[str, Any],
+) -> dict[str, Array]:
+    """The model's ``deterministic`` sites, with ``values`` (latent draws, params,
+    plate indices by name) substituted: one hidden run of the model."""
+    with isolate():
+        tr = trace(seed(substitute(model, data=values), rng_key)).get_trace(
+            *args, **kwargs
+        )
+    return {n: s.value for n, s in tr.items() if s.kind == "deterministic"}
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 
 from jsvi._typing import Array, ModelFn, Params, Shape
-from jsvi.autoguide._base import AutoGuide
+from jsvi.autoguide._base import AutoGuide, with_deterministic
 from jsvi.autoguide._prototype import prototype_trace
 from jsvi.core.handlers import as_key, block, seed
 from jsvi.errors import ArgumentError, ModelGuideMismatchError
@@ -144,7 +144,8 @@ class AutoGuideList:
         sample_shape: Shape = (),
         **kwargs: Any,
     ) -> dict[str, Array]:
-        """Draws from every part (independent keys), merged."""
+        """Draws from every part (independent keys), merged, with the whole
+        model's ``deterministic`` sites computed from them when it can be run."""
         key = as_key(rng_key, "AutoGuideList.sample_posterior")
         out: dict[str, Array] = {}
         for i, g in enumerate(self.guides):
@@ -154,4 +155,11 @@ class AutoGuideList:
                     sample_shape=sample_shape, **kwargs,
                 )
             )
-        return out
+        if isinstance(sample_shape, int):
+            sample_shape = (sample_shape,)
+        shape = tuple(int(s) for s in sample_shape)
+        # a part's deterministic values (from its blocked model) are replaced
+        return with_deterministic(
+            self.model, out, params, jax.random.fold_in(key, len(self.guides)),
+            args, kwargs, shape,
+        )

@@ -31,6 +31,7 @@ from jsvi.autoguide._prototype import (
     take_subsample,
 )
 from jsvi.autoguide.initialization import InitStrategy, init_to_median
+from jsvi.core.handlers import mask
 from jsvi.core.primitives import param, plate, sample
 from jsvi.core.runtime import Handler, Message
 from jsvi.distributions import Delta, Normal, TransformedDistribution
@@ -69,6 +70,8 @@ class _PerSite(AutoGuide):
                     for f in reversed(latent.frames)
                 }
                 fn = self._site_dist(latent, site_params, indices)
+                if latent.mask is not None:  # e.g. the missing entries of obs_mask
+                    stack.enter_context(mask(mask=latent.mask))
                 if isinstance(fn, Delta):
                     stack.enter_context(_AtPoint(latent.name, fn.v))
                 values[latent.name] = sample(latent.name, fn)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jsvi._typing import Array, ModelFn, Params, Shape
-from jsvi.autoguide._base import LazyInit
+from jsvi.autoguide._base import LazyInit, with_deterministic
 from jsvi.autoguide._prototype import Prototype, isolate
 from jsvi.autoguide.continuous import AutoContinuous
 from jsvi.autoguide.initialization import InitStrategy, init_to_median
@@ -181,7 +181,9 @@ class AutoLaplaceApproximation(AutoContinuous):
         """Draws from the Laplace Gaussian, mapped onto the sites' supports.
 
         Returns:
-            dict site name -> array of shape ``sample_shape + site shape``.
+            dict site name -> array of shape ``sample_shape + site shape``, with
+            the model's ``deterministic`` sites when it can be run (its arguments
+            are given, or it takes none).
         """
         where = f"{type(self).__name__}.sample_posterior"
         key = as_key(rng_key, where)
@@ -192,4 +194,10 @@ class AutoLaplaceApproximation(AutoContinuous):
         q = self._gaussian(params, proto, args, kwargs, where)
         u = q.sample(key, (math.prod(sample_shape),))
         draws = self._unpack(u, proto)
-        return {n: v.reshape(sample_shape + v.shape[1:]) for n, v in draws.items()}
+        draws = {n: v.reshape(sample_shape + v.shape[1:]) for n, v in draws.items()}
+        if not proto.deterministics:
+            return draws
+        return with_deterministic(
+            self.model, draws, params, jax.random.fold_in(key, 1), args, kwargs,
+            sample_shape,
+        )

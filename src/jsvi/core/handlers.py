@@ -1,8 +1,10 @@
 """Effect handlers: ``seed``, ``trace``, ``replay``, ``substitute``, ``condition``,
-``block``, ``scale``, ``mask`` (and ``config_enumerate``).
+``block``, ``scale``, ``mask`` (and ``config_enumerate``); ``do``, ``scope``,
+``lift`` and ``uncondition`` (Pyro/NumPyro names) live in ``jsvi.core.more_handlers``.
 
-Each works as a wrapper, ``seed(model, rng_key=0)(*args)``, and as a context
-manager, ``with seed(rng_key=0): ...``. A handler keeps only its configuration;
+Each works as a wrapper, ``seed(model, rng_key=0)(*args)``, as a context
+manager, ``with seed(rng_key=0): ...``, and as a decorator with its arguments,
+``@scale(factor=2.0)``. A handler keeps only its configuration;
 data of one run (a seed's site counter, a trace's sites) is created on entry.
 
 May import: ``jsvi.core.*``, ``jsvi._typing``, ``jsvi.errors``.
@@ -10,6 +12,7 @@ May import: ``jsvi.core.*``, ``jsvi._typing``, ``jsvi.errors``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Container, Mapping
 from typing import Any
 
@@ -33,6 +36,18 @@ __all__ = [
     "substitute",
     "trace",
 ]
+
+
+class _Handler(Handler):
+    """A handler that also decorates: ``handler(**config)(fn)`` returns the handler
+    bound to ``fn``, so ``@handlers.scale(factor=2.0)`` works on a ``def``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fn is None and len(args) == 1 and not kwargs and callable(args[0]):
+            bound = copy.copy(self)
+            bound.fn = args[0]
+            return bound
+        return super().__call__(*args, **kwargs)
 
 
 def _batch_of_keys(where: str, batch: tuple) -> ArgumentError:
@@ -67,7 +82,7 @@ def as_key(rng_key: Any, where: str = "seed") -> PRNGKey:
     )
 
 
-class seed(Handler):
+class seed(_Handler):
     """Give every site that needs randomness its own key, derived from ``rng_key``.
 
     The i-th site that asks gets its own key, derived from ``rng_key`` and ``i``
@@ -129,7 +144,7 @@ def _site_key(rng_key: PRNGKey, i: int) -> PRNGKey:
     return jax.random.wrap_key_data(data ^ tag, impl=jax.random.key_impl(rng_key))
 
 
-class trace(Handler):
+class trace(_Handler):
     """Record every site of a run into a ``Trace``.
 
     ``trace(fn).get_trace(*args)`` runs ``fn`` and returns the trace;
@@ -150,6 +165,8 @@ class trace(Handler):
             old = self._trace.get(msg.name)
             if old is not None and old.kind == "plate" and old.args == msg.args:
                 msg.value = old.value
+        elif self._trace is not None:
+            _declared_param(msg, self._trace)
 
     def postprocess(self, msg: Message) -> None:
         if msg.kind.startswith("_") or msg.kind == "prng_key" or self._trace is None:
@@ -165,7 +182,21 @@ class trace(Handler):
         return tr
 
 
-class replay(Handler):
+def _declared_param(msg: Message, earlier: Mapping[str, Any]) -> None:
+    """A ``param`` declared without an init takes the value and constraint of
+    the param of that name in ``earlier`` (a trace)."""
+    if msg.kind != "param" or msg.args[:1] != (None,):
+        return
+    site = earlier.get(msg.name)
+    if site is None or site["type"] != "param":
+        return
+    if msg.constraint is None:
+        msg.constraint = site["constraint"]
+    if msg.value is None:
+        msg.value = site["value"]
+
+
+class replay(_Handler):
     """Reuse the values of ``trace``'s latent sample sites (and plate indices).
 
     Sites the running function observes keep their observations.
@@ -178,6 +209,7 @@ class replay(Handler):
         self.trace = trace
 
     def process(self, msg: Message) -> None:
+        _declared_param(msg, self.trace)
         if msg.kind not in ("sample", "plate") or msg.is_observed:
             return
         site = self.trace.get(msg.name)
@@ -191,7 +223,7 @@ class replay(Handler):
         msg.value = site["value"]
 
 
-class substitute(Handler):
+class substitute(_Handler):
     """Fix the values of param (and latent sample/plate) sites.
 
     ``data`` maps names to values, exactly as the site will return them
@@ -225,7 +257,7 @@ class substitute(Handler):
             msg.value = value
 
 
-class condition(Handler):
+class condition(_Handler):
     """Observe sample sites at the values in ``data``."""
 
     def __init__(self, fn: ModelFn | None = None, data: Mapping[str, Any] | None = None):
@@ -240,13 +272,29 @@ class condition(Handler):
             msg.is_observed = True
 
 
-class block(Handler):
+class block(_Handler):
     """Hide sites from the handlers outside this one.
 
     Args:
-        hide: names to hide (default: all, unless ``expose`` is given).
+        hide: names to hide (default: all, unless another option is given).
         expose: names to let through; everything else is hidden.
         hide_fn: ``msg -> bool`` deciding per message.
+        hide_types: site types to hide (``"sample"``, ``"param"``,
+            ``"deterministic"``, ``"plate"``).
+        expose_types: site types to let through; every other type is hidden.
+
+    The first option given, in the order ``hide_fn``, ``hide``, ``expose_types``,
+    ``hide_types``, ``expose``, decides (as in NumPyro).
+
+    Example:
+        >>> import jsvi, jsvi.distributions as dist
+        >>> from jsvi import handlers
+        >>> def model():
+        ...     jsvi.param("w", 1.0)
+        ...     jsvi.sample("z", dist.Normal(0.0, 1.0))
+        >>> blocked = handlers.block(handlers.seed(model, rng_key=0), expose_types=["param"])
+        >>> list(handlers.trace(blocked).get_trace())
+        ['w']
     """
 
     def __init__(
@@ -255,12 +303,24 @@ class block(Handler):
         hide: Container[str] | None = None,
         expose: Container[str] | None = None,
         hide_fn: Callable[[Message], bool] | None = None,
+        hide_types: Container[str] | None = None,
+        expose_types: Container[str] | None = None,
     ):
         super().__init__(fn)
+        for option, value in (("hide_types", hide_types), ("expose_types", expose_types)):
+            if isinstance(value, str):
+                raise ArgumentError(
+                    f"block: {option} must be a list of site types, got the str "
+                    f"{value!r}. Pass e.g. {option}=[{value!r}]."
+                )
         if hide_fn is not None:
             self._hide = hide_fn
         elif hide is not None:
             self._hide = lambda msg: msg.name in hide
+        elif expose_types is not None:
+            self._hide = lambda msg: msg.kind not in expose_types
+        elif hide_types is not None:
+            self._hide = lambda msg: msg.kind in hide_types
         elif expose is not None:
             self._hide = lambda msg: msg.name not in expose
         else:
@@ -271,7 +331,7 @@ class block(Handler):
             msg.stop = True
 
 
-class scale(Handler):
+class scale(_Handler):
     """Multiply the log-density of every enclosed sample site by ``factor``.
 
     Typical use: ``N / batch_size`` for hand-made minibatches, or a KL annealing
@@ -294,7 +354,7 @@ class scale(Handler):
             msg.scale = self.factor if msg.scale is None else msg.scale * self.factor
 
 
-class mask(Handler):
+class mask(_Handler):
     """Mask the log-density of enclosed sample sites (``False`` drops an element).
 
     ``mask`` is a bool or a boolean array that broadcasts with each site's batch

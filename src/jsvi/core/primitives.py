@@ -1,17 +1,16 @@
 """The primitives users write models and guides with.
 
-``sample``, ``param``, ``plate``, ``deterministic``, ``factor`` and ``prng_key``
-build a ``Message`` and send it through the handler stack.
+``sample``, ``param``, ``deterministic``, ``factor`` and ``prng_key`` build a
+``Message`` and send it through the handler stack; ``plate`` (re-exported here)
+lives in ``jsvi.core.plates``.
 
-May import: ``jsvi.core.runtime``, ``jsvi.constraints``, ``jsvi._typing``,
-``jsvi.errors``.
+May import: ``jsvi.core.runtime``, ``jsvi.core.plates``, ``jsvi.core.local_params``,
+``jsvi.core._names``, ``jsvi.constraints``, ``jsvi._typing``, ``jsvi.errors``.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -28,41 +27,28 @@ from jsvi._typing import (
     is_concrete,
     shape_of,
 )
-from jsvi.core.runtime import CondIndepStackFrame, Handler, Message, apply_stack
-from jsvi.errors import ArgumentError, MissingRNGKeyError, ShapeError, SiteError
+from jsvi.core._names import check_name, missing_key
+from jsvi.core.local_params import subsample_param
+from jsvi.core.plates import plate, subsample_indices
+from jsvi.core.runtime import Message, apply_stack
+from jsvi.errors import ArgumentError, ShapeError, SiteError
 
 __all__ = [
     "FactorDensity",
     "deterministic",
+    "draw",
     "factor",
     "param",
     "plate",
     "prng_key",
     "sample",
+    "subsample_indices",
 ]
 
 
-def _missing_key(kind: str, name: str) -> MissingRNGKeyError:
-    return MissingRNGKeyError(
-        f"{kind} site {name!r}: no random key to draw with. Run the function under "
-        "jsvi.handlers.seed(fn, rng_key) (jsvi.svi_init and Predictive do this for "
-        "you)" + (", or pass obs=... to observe the site." if kind == "sample" else ".")
-    )
-
-
-def _check_name(kind: str, name: Any) -> None:
-    if not isinstance(name, str):
-        raise ArgumentError(f"{kind}: name must be a str, got {name!r}.")
-    if name.startswith("_jsvi/"):
-        raise ArgumentError(
-            f"{kind} site {name!r}: names starting with '_jsvi/' are reserved for "
-            "jsvi's internal sites. Rename the site."
-        )
-
-
-def _draw(msg: Message) -> Array:
+def draw(msg: Message) -> Array:
     if msg.rng_key is None:
-        raise _missing_key("sample", msg.name)
+        raise missing_key("sample", msg.name)
     return msg.fn.sample(msg.rng_key)
 
 
@@ -102,6 +88,7 @@ def sample(
     fn: DistributionLike,
     obs: ArrayLike | None = None,
     infer: dict[str, Any] | None = None,
+    obs_mask: ArrayLike | None = None,
 ) -> Array:
     """Declare a random variable; return its value.
 
@@ -111,21 +98,37 @@ def sample(
         obs: an observed value; the site is then conditioned on it.
         infer: per-site options for inference, e.g. ``{"enumerate": "parallel"}``
             or ``{"baseline": {...}}``.
+        obs_mask: a boolean array, broadcastable to ``fn``'s batch shape (plates
+            included), for data with missing entries: ``name`` observes ``obs``
+            where the mask is True, and the entries where it is False become a
+            latent site ``name + "_unobserved"`` (full shape, its log-density
+            masked to those entries) that the guide must sample, so they are
+            imputed. ``obs`` there is ignored (it may be NaN).
 
     Returns:
         The value: ``obs`` when observed, otherwise a draw from ``fn`` (or the value
         a handler such as ``replay``/``condition``/``substitute`` supplies), with
-        shape ``fn.batch_shape + fn.event_shape`` after plates broadcast it.
+        shape ``fn.batch_shape + fn.event_shape`` after plates broadcast it. With
+        ``obs_mask``, ``obs`` where the mask is True and the imputed values
+        elsewhere.
 
     Example:
-        >>> import jax, jsvi, jsvi.distributions as dist
+        >>> import jax, jax.numpy as jnp, jsvi, jsvi.distributions as dist
         >>> from jsvi import handlers
         >>> def model():
         ...     return jsvi.sample("z", dist.Normal(0.0, 1.0))
         >>> handlers.seed(model, rng_key=0)().shape
         ()
+        >>> def missing(y):
+        ...     with jsvi.plate("data", 3):
+        ...         return jsvi.sample("y", dist.Normal(0.0, 1.0), obs=y,
+        ...                            obs_mask=~jnp.isnan(y))
+        >>> tr = handlers.trace(handlers.seed(missing, rng_key=0)).get_trace(
+        ...     jnp.array([1.0, jnp.nan, 3.0]))
+        >>> tr["y_unobserved"].is_observed, bool(jnp.isfinite(tr["y"].value).all())
+        (False, True)
     """
-    _check_name("sample", name)
+    check_name("sample", name)
     if isinstance(fn, type):
         raise ArgumentError(
             f"sample site {name!r}: fn is the class {fn.__name__}, not a distribution. "
@@ -147,6 +150,14 @@ def sample(
             f"which is not an option. Use one of {sorted(o for o in _ENUMERATE_OPTIONS if o)}"
             " (or leave it out)."
         )
+    if obs_mask is not None:
+        return _masked_observe(name, fn, obs, infer, obs_mask)
+    return _sample_site(name, fn, obs, infer)
+
+
+def _sample_site(
+    name: str, fn: Any, obs: Any, infer: dict | None, mask: Any = None
+) -> Array:
     msg = Message(
         kind="sample",
         name=name,
@@ -154,12 +165,38 @@ def sample(
         value=obs,
         is_observed=obs is not None,
         infer=dict(infer or {}),
-        default=_draw,
+        mask=mask,
+        default=draw,
     )
     apply_stack(msg)
     if msg.is_observed:
         _check_obs_shape(msg)
+    if "do_value" in msg.kwargs:  # handlers.do: the site is drawn, its value replaced
+        return msg.kwargs["do_value"]
     return msg.value
+
+
+def _masked_observe(name: str, fn: Any, obs: Any, infer: dict | None, obs_mask: Any) -> Array:
+    """``obs`` where ``obs_mask`` holds, a latent ``name_unobserved`` elsewhere."""
+    if obs is None:
+        raise ArgumentError(
+            f"sample site {name!r}: obs_mask is given but obs is None. obs_mask "
+            "marks which entries of obs are observed; pass obs (with anything, e.g. "
+            "NaN, where the mask is False), or leave obs_mask out to draw every entry."
+        )
+    if isinstance(obs_mask, bool) or not jnp.issubdtype(
+        getattr(obs_mask, "dtype", type(obs_mask)), jnp.bool_
+    ):
+        raise ArgumentError(
+            f"sample site {name!r}: obs_mask must be a boolean array, got "
+            f"{getattr(obs_mask, 'dtype', type(obs_mask).__name__)}. Pass e.g. "
+            "obs_mask=~jnp.isnan(y)."
+        )
+    unobserved = _sample_site(f"{name}_unobserved", fn, None, infer, ~obs_mask)
+    event_ndim = len(getattr(fn, "event_shape", ()))
+    batch_mask = jnp.reshape(obs_mask, shape_of(obs_mask) + (1,) * event_ndim)
+    value = jnp.where(batch_mask, jnp.asarray(obs), unobserved)
+    return _sample_site(name, fn, value, infer, obs_mask)
 
 
 _ENUMERATE_OPTIONS = frozenset({None, "parallel", "sequential", "flat"})
@@ -167,9 +204,15 @@ _ENUMERATE_OPTIONS = frozenset({None, "parallel", "sequential", "flat"})
 
 def _param_default(msg: Message) -> PyTree:
     (init_value,) = msg.args
+    if init_value is None:
+        raise SiteError(
+            f"param {msg.name!r}: no init_value, and no param of that name was "
+            "declared before it in this run (or in the guide, for a model param). "
+            "Give init_value where the param is first declared."
+        )
     if callable(init_value):
         if msg.rng_key is None:
-            raise _missing_key("param", msg.name)
+            raise missing_key("param", msg.name)
         try:
             n_args = len(inspect.signature(init_value).parameters)
         except (TypeError, ValueError):
@@ -197,7 +240,7 @@ def _param_default(msg: Message) -> PyTree:
 
 def param(
     name: str,
-    init_value: PyTree,
+    init_value: PyTree = None,
     constraint: Any = None,
     event_dim: int | None = None,
 ) -> PyTree:
@@ -206,25 +249,43 @@ def param(
     Args:
         name: the parameter's name; model and guide may share a parameter by name.
         init_value: an array or scalar, a pytree of arrays (e.g. network weights),
-            or a callable ``rng_key -> value``. Must satisfy ``constraint``.
+            or a callable ``rng_key -> value``. Must satisfy ``constraint``. Left
+            out, the param is one declared earlier under ``name`` (earlier in the
+            same run, or in the guide for a param the model reads), with that
+            declaration's value and constraint (as Pyro's ``param(name)``).
         constraint: the parameter's support (default ``constraints.real``). It is
             optimized in unconstrained space through ``biject_to(constraint)``.
         event_dim: how many rightmost dims form one event (defaults to the
-            constraint's own ``event_dim``).
+            constraint's own ``event_dim``). Given inside vectorized plates, it
+            makes the param local: its dim ``plate.dim - event_dim`` holds the
+            plate's full ``size`` elements, and inside a subsampled plate the
+            value read is the rows of the current subsample (Pyro's local
+            parameters); the stored parameter keeps all ``size`` rows and a step's
+            gradient reaches only the rows it read.
 
     Returns:
         The parameter's value in constrained space. With no handler active this is
-        ``init_value`` itself.
+        ``init_value`` itself (its subsample rows, for a local param).
+
+    Raises:
+        ShapeError: a local param's size at its plate dim is neither the plate's
+            size nor 1.
+        SiteError: no ``init_value`` and no earlier declaration of ``name``.
 
     Example:
-        >>> import jsvi
+        >>> import jax.numpy as jnp, jsvi
         >>> from jsvi import constraints
         >>> float(jsvi.param("s", 2.0, constraint=constraints.positive))
         2.0
+        >>> with jsvi.plate("data", 5, subsample=jnp.array([1, 3])):
+        ...     loc = jsvi.param("loc", jnp.arange(5.0), event_dim=0)
+        >>> loc.tolist()
+        [1.0, 3.0]
     """
-    _check_name("param", name)
+    check_name("param", name)
     if constraint is None:
-        constraint = constraints.real
+        # without an init the param takes its earlier declaration's constraint
+        constraint = None if init_value is None else constraints.real
     elif not isinstance(constraint, constraints.Constraint):
         known = getattr(constraints, constraint, None) if isinstance(constraint, str) else None
         hint = (
@@ -244,7 +305,7 @@ def param(
         event_dim=event_dim,
         default=_param_default,
     )
-    return apply_stack(msg).value
+    return subsample_param(name, apply_stack(msg).value, event_dim)
 
 
 def deterministic(name: str, value: ArrayLike) -> Array:
@@ -255,7 +316,7 @@ def deterministic(name: str, value: ArrayLike) -> Array:
         >>> float(jsvi.deterministic("twice", 2.0 * 3.0))
         6.0
     """
-    _check_name("deterministic", name)
+    check_name("deterministic", name)
     msg = Message(kind="deterministic", name=name, value=value)
     return apply_stack(msg).value
 
@@ -297,314 +358,3 @@ def prng_key() -> Array | None:
     """Return a fresh key from the enclosing ``seed`` handler (``None`` without one)."""
     msg = Message(kind="prng_key", name="_jsvi/prng_key")
     return apply_stack(msg).rng_key
-
-
-# ---------------------------------------------------------------------------
-# plates
-
-
-def _subsample_default(msg: Message) -> Array:
-    size, subsample_size = msg.args
-    if subsample_size == size:
-        return jnp.arange(size)
-    if msg.rng_key is None:
-        raise _missing_key("plate", msg.name)
-    return subsample_indices(msg.rng_key, size, subsample_size)
-
-
-def subsample_indices(key: Any, size: int, subsample_size: int) -> Array:
-    """``subsample_size`` distinct indices in ``[0, size)``, uniformly at random.
-
-    Draws ``B + E`` independent indices, where the spare ``E`` is many times the
-    expected number of repeats (``B**2 / (2N)``), and keeps the first ``B``
-    distinct ones: no random bits for the other ``N - B`` indices. Repeats are
-    found with one scatter into an ``N``-slot table while that table is small
-    (``N`` at most ``_TABLE_PER_DRAW`` times the draws and at most ``_TABLE_MAX``
-    slots); for larger ``N`` a stable sort of the draws finds them instead, with
-    the same result, since a fresh ``N``-slot table per step would cost more than
-    the rest of the step at very large ``N``. The procedure treats every
-    index alike, so the resulting set is uniform over all subsets of that size,
-    as a permutation would give. In the (vanishingly rare) case that fewer than
-    ``B`` distinct indices come up, the whole draw is repeated with a fresh key
-    until one has enough; an accepted draw is still uniform, by the same
-    symmetry. The repeat is a ``while_loop`` around the single draw, so the
-    compiled program holds one copy of it (a separate fallback branch doubled the
-    compile time of a minibatch step). For ``subsample_size > size / 4`` a
-    permutation is used instead.
-
-    Args:
-        key: a PRNG key.
-        size: N, the plate's size.
-        subsample_size: B, the number of indices.
-
-    Returns:
-        An int32 array of shape ``(subsample_size,)``.
-    """
-    if 4 * subsample_size > size:
-        return jax.random.permutation(key, size)[:subsample_size]
-    expected_repeats = subsample_size * subsample_size / (2 * size)
-    return _distinct_indices(key, size, subsample_size, subsample_size + int(4 * expected_repeats) + 32)
-
-
-_TABLE_PER_DRAW = 1000  # an N-slot table while N <= this many times the draws ...
-_TABLE_MAX = 1 << 22  # ... and N <= this (16 MB of int32); a sort otherwise
-
-
-def _first_occurrences(candidates: Array, size: int) -> Array:
-    """Which entries of ``candidates`` are the first of their value (bool mask)."""
-    total = candidates.shape[0]
-    positions = jnp.arange(total, dtype=jnp.int32)
-    if size <= min(_TABLE_PER_DRAW * total, _TABLE_MAX):
-        first_claim = jnp.full(size, total, jnp.int32).at[candidates].min(positions)
-        return first_claim[candidates] == positions
-    # a stable sort keeps equal values in draw order: each run's head is the first
-    values, order = jax.lax.sort((candidates, positions), num_keys=1, is_stable=True)
-    head = jnp.concatenate([jnp.ones(1, bool), values[1:] != values[:-1]])
-    return jnp.zeros(total, bool).at[order].set(head, unique_indices=True)
-
-
-def _distinct_indices(key: Any, size: int, subsample_size: int, total: int) -> Array:
-    """``subsample_indices``'s draw: the first ``subsample_size`` distinct of
-    ``total`` uniform indices, the whole draw repeated until there are enough."""
-
-    def draw(carry: tuple) -> tuple:
-        key, _, _ = carry
-        key, draw_key = jax.random.split(key)
-        candidates = jax.random.randint(draw_key, (total,), 0, size, dtype=jnp.int32)
-        is_first = _first_occurrences(candidates, size)
-        rank = jnp.cumsum(is_first) - 1
-        slot = jnp.where(is_first & (rank < subsample_size), rank, subsample_size)
-        picked = jnp.zeros(subsample_size, candidates.dtype).at[slot].set(
-            candidates, mode="drop"
-        )
-        return key, picked, rank[-1] + 1 >= subsample_size
-
-    init = (key, jnp.zeros(subsample_size, jnp.int32), jnp.zeros((), bool))
-    _, picked, _ = jax.lax.while_loop(lambda carry: ~carry[2], draw, init)
-    return picked
-
-
-def _broadcast_site(msg: Message, frame: CondIndepStackFrame) -> None:
-    """Expand a site's batch shape so that it has ``frame``'s size at its dim."""
-    batch_shape = list(msg.fn.batch_shape)
-    ndim = -frame.dim
-    if len(batch_shape) < ndim:
-        batch_shape = [1] * (ndim - len(batch_shape)) + batch_shape
-    current = batch_shape[frame.dim]
-    if current == frame.subsample_size:
-        if len(batch_shape) == len(msg.fn.batch_shape):
-            return
-    elif current != 1:
-        raise ShapeError(
-            f"sample site {msg.name!r}: batch_shape {tuple(msg.fn.batch_shape)} has "
-            f"size {current} at dim {frame.dim}, but plate {frame.name!r} has size "
-            f"{frame.subsample_size}. Give the distribution's parameters size "
-            f"{frame.subsample_size} (or 1) at dim {frame.dim}, declare event dims "
-            f"with .to_event(n), or move {msg.name!r} outside the plate."
-        )
-    batch_shape[frame.dim] = frame.subsample_size
-    # Distributions that can expand lazily keep their parameters' shapes and
-    # broadcast log-densities instead (no per-element work repeated over the plate).
-    expand = getattr(msg.fn, "_expand_lazily", None) or msg.fn.expand
-    msg.fn = expand(tuple(batch_shape))
-
-
-class _PlateFrame(Handler):
-    """Applies one plate frame (vectorized, or one sequential iteration) to sites."""
-
-    def __init__(self, frame: CondIndepStackFrame):
-        super().__init__()
-        self.frame = frame
-
-    def process(self, msg: Message) -> None:
-        frame = self.frame
-        if msg.kind == "_frames":
-            msg.cond_indep_stack = (frame,) + msg.cond_indep_stack
-            return
-        if msg.kind not in ("sample", "plate"):
-            return
-        msg.cond_indep_stack = (frame,) + msg.cond_indep_stack
-        if msg.kind != "sample":
-            return
-        if frame.subsample_size != frame.size:
-            ratio = frame.size / frame.subsample_size
-            msg.scale = ratio if msg.scale is None else msg.scale * ratio
-        if frame.vectorized:
-            _broadcast_site(msg, frame)
-
-
-def _enclosing_frames() -> tuple[CondIndepStackFrame, ...]:
-    msg = Message(kind="_frames", name="_jsvi/frames")
-    return apply_stack(msg).cond_indep_stack
-
-
-class plate:
-    """A set of conditionally independent sites: vectorized or sequential.
-
-    ``with plate(name, size) as idx:`` is vectorized: sites inside get a batch dim
-    of size ``subsample_size`` (or ``size``) at ``dim``, counted from the right,
-    allocated automatically left of enclosing plates when ``dim`` is None.
-    ``for i in plate(name, size):`` is sequential: each iteration is independent of
-    the others (it matters for ``TraceGraph_ELBO``).
-
-    With ``subsample_size`` the plate draws that many distinct indices from the
-    enclosing ``seed`` key (or takes them from ``subsample``) and scales the
-    log-density of the sites inside by ``size / subsample_size``, which keeps the
-    ELBO estimate unbiased. A guide's indices are replayed into the model's plate
-    of the same name.
-
-    Args:
-        name: plate name.
-        size: the full size of the data dimension.
-        subsample_size: number of elements used in one run (default: ``size``).
-        dim: the batch dim to use (negative), or None to allocate one.
-        subsample: explicit indices (1-D integer array) instead of drawing them.
-
-    Example:
-        >>> import jax.numpy as jnp, jsvi, jsvi.distributions as dist
-        >>> from jsvi import handlers
-        >>> def model(x):
-        ...     with jsvi.plate("data", x.shape[0]):
-        ...         jsvi.sample("x", dist.Normal(0.0, 1.0), obs=x)
-        >>> tr = handlers.trace(model).get_trace(jnp.zeros(3))
-        >>> tr["x"]["fn"].batch_shape
-        (3,)
-    """
-
-    def __init__(
-        self,
-        name: str,
-        size: int,
-        subsample_size: int | None = None,
-        dim: int | None = None,
-        subsample: ArrayLike | None = None,
-    ):
-        _check_name("plate", name)
-        size = _as_int(size, f"plate {name!r}: size")
-        if size > _MAX_PLATE_SIZE:
-            raise ArgumentError(
-                f"plate {name!r}: size {size} is past the largest index an int32 can "
-                f"hold ({_MAX_PLATE_SIZE}); indices are int32. Split the plate into "
-                "two nested plates, or subsample a smaller index set."
-            )
-        if size < 1:
-            raise ArgumentError(f"plate {name!r}: size must be >= 1, got {size}.")
-        if subsample is not None:
-            sub_shape = shape_of(subsample)
-            if len(sub_shape) != 1:
-                raise ShapeError(
-                    f"plate {name!r}: subsample must be a 1-D array of indices, got "
-                    f"shape {sub_shape}. Pass e.g. jnp.arange(start, stop)."
-                )
-            if subsample_size is not None and subsample_size != sub_shape[0]:
-                raise ShapeError(
-                    f"plate {name!r}: subsample has {sub_shape[0]} indices but "
-                    f"subsample_size={subsample_size}. Drop one of the two."
-                )
-            subsample_size = sub_shape[0]
-        if subsample_size is None:
-            subsample_size = size
-        subsample_size = _as_int(subsample_size, f"plate {name!r}: subsample_size")
-        if not 1 <= subsample_size <= size:
-            raise ArgumentError(
-                f"plate {name!r}: subsample_size must be in [1, {size}] (the plate's "
-                f"size), got {subsample_size}. Draw at most {size} elements, or leave "
-                "subsample_size out to use them all."
-            )
-        if dim is not None and (not isinstance(dim, int) or dim >= 0):
-            raise ArgumentError(
-                f"plate {name!r}: dim must be a negative int (counted from the right), "
-                f"got {dim!r}."
-            )
-        self.name = name
-        self.size = size
-        self.subsample_size = subsample_size
-        self.dim = dim
-        self.used = False  # entered (``with``) or iterated (``for``)
-        msg = Message(
-            kind="plate",
-            name=name,
-            args=(size, subsample_size),
-            kwargs={"plate": self},
-            value=None if subsample is None else jnp.asarray(subsample),
-            default=_subsample_default,
-        )
-        apply_stack(msg)
-        indices = msg.value
-        if shape_of(indices) != (subsample_size,):
-            raise ShapeError(
-                f"plate {name!r}: got subsample indices of shape {shape_of(indices)} "
-                f"(from the guide's plate of the same name?), but this plate has "
-                f"subsample_size={subsample_size}. Use the same size and "
-                "subsample_size for the plate in model and guide."
-            )
-        self._indices = indices
-        self._frame_handler: _PlateFrame | None = None
-
-    def __enter__(self) -> Array:
-        self.used = True
-        outer = [f for f in _enclosing_frames() if f.vectorized]
-        used = {f.dim for f in outer}
-        if any(f.name == self.name for f in outer):
-            raise SiteError(
-                f"plate {self.name!r}: entered inside itself. Plates nest only with "
-                "distinct names."
-            )
-        if self.dim is None:
-            dim = -1
-            while dim in used:
-                dim -= 1
-        else:
-            dim = self.dim
-            if dim in used:
-                other = next(f.name for f in outer if f.dim == dim)
-                raise ShapeError(
-                    f"plate {self.name!r}: dim {dim} is already used by the enclosing "
-                    f"plate {other!r}. Give the plates distinct dims, or leave dim=None "
-                    "to allocate one."
-                )
-        frame = CondIndepStackFrame(self.name, dim, self.size, self.subsample_size)
-        self._frame_handler = _PlateFrame(frame)
-        self._frame_handler.__enter__()
-        return self._indices
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._frame_handler is not None:
-            self._frame_handler.__exit__(exc_type, exc, tb)
-            self._frame_handler = None
-
-    def __iter__(self) -> Iterator[Any]:
-        self.used = True
-        indices = self._indices
-        if self.subsample_size == self.size:
-            values: Any = range(self.size)
-        elif isinstance(indices, jax.core.Tracer):
-            values = [indices[i] for i in range(self.subsample_size)]
-        else:
-            values = [int(i) for i in np.asarray(indices)]
-        for counter, value in enumerate(values):
-            frame = CondIndepStackFrame(
-                self.name, None, self.size, self.subsample_size, counter
-            )
-            with _PlateFrame(frame):
-                yield value
-
-    def __len__(self) -> int:
-        return self.subsample_size
-
-
-_MAX_PLATE_SIZE = 2**31 - 1
-
-
-def _as_int(value: Any, where: str) -> int:
-    if isinstance(value, bool):
-        raise ArgumentError(f"{where} must be an int, got {value!r}.")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, float) and math.isfinite(value) and value == int(value):
-        return int(value)
-    raise ArgumentError(
-        f"{where} must be a concrete int, got {value!r}. Plate sizes fix array shapes, "
-        "so they must be known when the model is traced (use x.shape[0], not a traced "
-        "value)."
-    )

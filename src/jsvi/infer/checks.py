@@ -34,6 +34,8 @@ from jsvi.distributions import (
 )
 from jsvi.errors import (
     ArgumentError,
+    EnumerationWarning,
+    GuidePlateWarning,
     JsviError,
     NonFiniteError,
     PlateBroadcastWarning,
@@ -44,7 +46,13 @@ from jsvi.errors import (
 from jsvi.infer.params import unconstrain
 from jsvi.infer.traces import user_stacklevel, validation_flags
 
-__all__ = ["check_traces", "is_internal", "value_checks"]
+__all__ = [
+    "check_traces",
+    "is_internal",
+    "value_checks",
+    "warn_enumeration_without_effect",
+    "warn_if_nothing_enumerated",
+]
 
 
 def is_internal(name: str) -> bool:
@@ -80,6 +88,52 @@ def check_traces(model_tr: Trace, guide_tr: Trace) -> None:
     _check_plates(model_tr, guide_tr)
     _check_shared_params(model_tr, guide_tr)
     _check_supports(model_tr, guide_tr)
+    warn_enumeration_without_effect(model_tr, guide_tr)
+
+
+# ---------------------------------------------------------------------------
+# warnings as Pyro gives them
+
+
+def warn_enumeration_without_effect(model_tr: Trace, guide_tr: Trace) -> None:
+    """Warn about plates only the guide has, and observed sites marked for
+    enumeration (an observed value is not summed over)."""
+    model_plates = {n for n, s in model_tr.items() if s.kind == "plate"}
+    guide_only = [n for n, s in guide_tr.items() if s.kind == "plate" and n not in model_plates]
+    if guide_only:
+        warnings.warn(
+            f"guide: plates {guide_only} are in the guide but not in the model, so "
+            "the model's sites are not subsampled, scaled or batched by them. Use "
+            "the same plates (same names) in model and guide.",
+            GuidePlateWarning,
+            stacklevel=user_stacklevel(),
+        )
+    for name, site in model_tr.observed_sites().items():
+        if site.infer.get("enumerate") is not None and not is_internal(name):
+            warnings.warn(
+                f"model site {name!r}: observed, but marked for enumeration "
+                f"(infer['enumerate']={site.infer['enumerate']!r}). An observed "
+                "value is not summed over; drop the option from this site.",
+                EnumerationWarning,
+                stacklevel=user_stacklevel(),
+            )
+
+
+def warn_if_nothing_enumerated(model_tr: Trace, guide_tr: Trace) -> None:
+    """The strict-enumeration warning of an enumerating estimator: no latent site
+    of model or guide is marked for enumeration (as Pyro's ``TraceEnum_ELBO``
+    warns)."""
+    for tr in (model_tr, guide_tr):
+        for site in tr.latent_sites().values():
+            if site.infer.get("enumerate") is not None:
+                return
+    warnings.warn(
+        "TraceEnum_ELBO: no sample site is marked for enumeration, so nothing is "
+        "summed out. Mark discrete sites with jsvi.config_enumerate(model) or "
+        "infer={'enumerate': 'parallel'}, or use jsvi.Trace_ELBO.",
+        EnumerationWarning,
+        stacklevel=user_stacklevel(),
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -51,7 +51,9 @@ def unconstrained_param_fn(params_u: Mapping[str, PyTree]) -> ParamFn:
     """A ``substitute_fn`` that reads params from unconstrained values."""
 
     def fn(msg: Message) -> Any:
-        if msg.kind == "param" and msg.name in params_u:
+        # A param declared without init or constraint reads its earlier
+        # declaration's value (see ``jsvi.param``).
+        if msg.kind == "param" and msg.name in params_u and msg.constraint is not None:
             return constrain(params_u[msg.name], msg.constraint)
         return None
 
