@@ -62,3 +62,16 @@ def test_init_params_warm_start_from_constrained_values():
         jsvi.svi_init(svi, 0, X, init_params={"m": jnp.zeros(2)})
     with pytest.raises(SupportError, match="svi_init: init_params\\['s'\\] lies outside"):
         jsvi.svi_init(svi, 0, X, init_params={"s": -1.0})
+
+
+def test_svi_run_passes_init_params_to_svi_init_only():
+    svi = jsvi.SVI(model, guide, optax.adam(0.1), jsvi.Trace_ELBO())
+    warm = {"s": 0.7, "m": jnp.array(-1.0)}
+    state, losses = jsvi.svi_run(svi, 0, 5, X, progress_bar=False, init_params=warm)
+    start = jsvi.svi_init(svi, 0, X, init_params=warm)
+    for _ in range(5):
+        start, _ = jsvi.svi_update(svi, start, X)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(start.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    with pytest.raises(ArgumentError, match="init_params .* or init_state"):
+        jsvi.svi_run(svi, 0, 5, X, progress_bar=False, init_params=warm, init_state=start)

@@ -131,3 +131,15 @@ def test_errors_name_the_site():
         LocScaleReparam(1.5)
     with pytest.raises(ArgumentError, match="config"):
         handlers.reparam(model, config=None)
+
+
+def test_reparam_decorates_with_arguments():
+    from jsvi import handlers
+    from jsvi.reparam import LocScaleReparam
+
+    @handlers.reparam(config={"theta": LocScaleReparam(0)})
+    def model():
+        jsvi.sample("theta", dist.Normal(1.0, 2.0))
+
+    tr = handlers.trace(handlers.seed(model, rng_key=0)).get_trace()
+    assert "theta_decentered" in tr

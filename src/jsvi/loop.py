@@ -216,11 +216,15 @@ def svi_run(
             ``mode="r"``).
             Do not pass ``*args``/``**kwargs`` as well. If it runs out early, the
             run stops there with a warning.
-        skip_nonfinite: reject a step whose loss or updated params (hence gradients) are not finite: the
-            state is kept, but for ``num_rejected`` (its next draw differs).
+        skip_nonfinite: reject a step whose loss or gradients are not finite: the
+            state is kept, but for ``num_rejected`` (its next draw differs). A run
+            that still ends with non-finite params (an update made them so from
+            finite gradients) raises ``NonFiniteError``.
         max_nonfinite: raise ``NonFiniteError`` after this many consecutive
             rejections, naming the sites and parameters that were not finite
             (checked between chunks).
+        init_params: (reserved) warm-start values for ``svi_init`` (see
+            ``jsvi.svi_init``); never passed to the model. Not with ``init_state``.
         early_stopping: a ``jsvi.EarlyStopping`` rule on the smoothed loss.
             Learning-rate schedules need nothing from ``svi_run``: pass an
             optax schedule to the optimizer, e.g.
@@ -251,6 +255,13 @@ def svi_run(
         checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
         _check_writable(checkpoint_path)
     stopper = _Stopper(early_stopping) if early_stopping is not None else None
+    init_params = kwargs.pop("init_params", None)
+    if init_params is not None and init_state is not None:
+        raise ArgumentError(
+            "svi_run: pass init_params (a warm start for svi_init) or init_state (a "
+            "state to continue), not both."
+        )
+    warm = {} if init_params is None else {"init_params": init_params}
     stream = None
     if batches is not None:
         if args or kwargs:
@@ -270,7 +281,11 @@ def svi_run(
                 f"svi_run: init_state holds non-finite values for params {bad}. Start "
                 "from svi_init, or from a checkpoint written before the values broke."
             )
-    state = init_state if init_state is not None else svi.init(rng_key, *args, **kwargs)
+    state = (
+        init_state
+        if init_state is not None
+        else svi.init(rng_key, *args, **kwargs, **warm)
+    )
     target = _tried(state) + num_steps
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         state = load_state(checkpoint_path, like=state)

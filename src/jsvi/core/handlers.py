@@ -12,7 +12,6 @@ May import: ``jsvi.core.*``, ``jsvi._typing``, ``jsvi.errors``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Container, Mapping
 from typing import Any
 
@@ -38,16 +37,8 @@ __all__ = [
 ]
 
 
-class _Handler(Handler):
-    """A handler that also decorates: ``handler(**config)(fn)`` returns the handler
-    bound to ``fn``, so ``@handlers.scale(factor=2.0)`` works on a ``def``."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.fn is None and len(args) == 1 and not kwargs and callable(args[0]):
-            bound = copy.copy(self)
-            bound.fn = args[0]
-            return bound
-        return super().__call__(*args, **kwargs)
+# Every handler also decorates (``Handler.__call__``): kept as the base name here.
+_Handler = Handler
 
 
 def _batch_of_keys(where: str, batch: tuple) -> ArgumentError:

@@ -11,6 +11,7 @@ May import: ``jsvi._typing``, ``jsvi.errors``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -161,6 +162,11 @@ class Handler:
         self._on_exit()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fn is None and len(args) == 1 and not kwargs and callable(args[0]):
+            # used as a decorator with arguments: ``@handlers.scale(factor=2.0)``
+            bound = copy.copy(self)
+            bound.fn = args[0]
+            return bound
         if self.fn is None:
             raise ArgumentError(
                 f"{type(self).__name__}: no function to run. Wrap one, e.g. "
