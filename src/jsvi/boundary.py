@@ -27,15 +27,11 @@ import numpy as np
 
 from jsvi._typing import Array
 from jsvi.errors import ArgumentError, ShapeError, StateError
-from jsvi.infer import check_traces, get_traces, is_internal, unconstrain
+from jsvi.infer import check_traces, get_traces, init_values, is_internal, unconstrain
 from jsvi.state import ParamConstraints, SVIState
 
 __all__ = ["check_call", "check_state_type"]
 
-
-def _no_params(msg: Any) -> None:
-    del msg
-    return None
 
 
 def check_state_type(state: Any, where: str) -> None:
@@ -171,7 +167,7 @@ def check_call(
     check_state_type(state, where)
     _check_key(state.rng_key, where)
     model_tr, guide_tr = get_traces(
-        state.rng_key, svi.model, svi.guide, _no_params, args, kwargs, draw=False
+        state.rng_key, svi.model, svi.guide, init_values, args, kwargs, draw=False
     )
     _check_params(svi, state, (guide_tr, model_tr), where)
     _check_opt_state(svi, state, where)

@@ -29,6 +29,7 @@ from jsvi.infer import (
     check_signatures,
     check_traces,
     get_traces,
+    init_values,
     is_internal,
     is_reparameterized,
     unconstrain,
@@ -38,11 +39,6 @@ from jsvi.infer import (
 
 __all__ = ["ValidationReport", "validate"]
 
-
-def _no_params(msg: Any) -> None:
-    """A ``substitute_fn`` that leaves every param at its init value."""
-    del msg
-    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +186,7 @@ def _checked_run(
     (and the checks' messages) go into ``found``."""
     args, kwargs = merge_args(static, dynamic)
     model_tr, guide_tr = get_traces(
-        jax.random.key(0), model, guide, _no_params, args, kwargs, draw=False
+        jax.random.key(0), model, guide, init_values, args, kwargs, draw=False
     )
     check_traces(model_tr, guide_tr)
     if loss is not None:
@@ -209,7 +205,7 @@ def _trace_loss(
     args, kwargs = merge_args(static, dynamic)
     key = jax.random.key(0)
     model_tr, guide_tr = get_traces(
-        key, model, guide, _no_params, args, kwargs, draw=False
+        key, model, guide, init_values, args, kwargs, draw=False
     )
     params: dict[str, Any] = {}
     for tr in (guide_tr, model_tr):

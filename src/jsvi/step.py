@@ -28,6 +28,7 @@ from jsvi.boundary import check_call
 from jsvi.infer import (
     check_traces,
     get_traces,
+    init_values,
     unconstrain,
     unconstrained_param_fn,
     value_checks,
@@ -50,10 +51,6 @@ __all__ = [
 ]
 
 
-def _no_params(msg: Any) -> None:
-    del msg
-    return None
-
 
 def init_state(svi: Any, rng_key: PRNGKey, dynamic: list, spec: ArgSpec):
     """``(initial state, value-check flags)``; structural checks raise here.
@@ -66,7 +63,7 @@ def init_state(svi: Any, rng_key: PRNGKey, dynamic: list, spec: ArgSpec):
     args, kwargs = merge_args(spec, dynamic)
     rng_key, init_key, state_key = jax.random.split(rng_key, 3)
     model_tr, guide_tr = get_traces(
-        init_key, svi.model, svi.guide, _no_params, args, kwargs, draw=False
+        init_key, svi.model, svi.guide, init_values, args, kwargs, draw=False
     )
     params: dict[str, Any] = {}
     constraints: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from jsvi.infer.renyi_elbo import RenyiELBO
 from jsvi.infer.trace_elbo import Trace_ELBO
 from jsvi.infer.traceenum_elbo import TraceEnum_ELBO
 from jsvi.infer.tracegraph_elbo import TraceGraph_ELBO
-from jsvi.infer.traces import check_signatures, feasible_draws, get_traces
+from jsvi.infer.traces import check_signatures, feasible_draws, get_traces, init_values
 
 __all__ = [
     "ELBO",
@@ -31,6 +31,7 @@ __all__ = [
     "constrained_param_fn",
     "feasible_draws",
     "get_traces",
+    "init_values",
     "is_internal",
     "is_reparameterized",
     "unconstrain",

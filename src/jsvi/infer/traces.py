@@ -84,6 +84,13 @@ class feasible_draws(Handler):
             msg.value = np.arange(subsample_size)
 
 
+def init_values(msg: Any) -> None:
+    """A ``param_fn`` for ``get_traces`` that substitutes nothing: every param
+    takes its own init value."""
+    del msg
+    return None
+
+
 def get_traces(
     rng_key: PRNGKey,
     model: ModelFn,
