@@ -17,6 +17,10 @@ over ``--draws`` keys (``jax.vmap`` of ``jax.grad``):
   ``TraceGraph_ELBO`` with costs over true descendants (the dependency graph)
   against costs in execution order. Reports each site's variance of the
   gradient with respect to its location, and the ratio old / new.
+- ``chain_reverse_guide``: the same model with a guide that runs the chain
+  backwards (z_6 first, each z_k drawn given z_{k+1}), the usual structured
+  guide for a chain: every later guide site is a true descendant, but the model
+  terms beyond z_{k+1} are not.
 
 Writes ``results/sf_variance-<device>.json`` and a figure
 ``results/sf_variance-<device>.png`` (if matplotlib is installed).
@@ -134,16 +138,34 @@ def chain_guide():
         prev = jsvi.sample(f"z_{k}", dist.NonReparameterized(dist.Normal(loc, s[k])))
 
 
+def reverse_guide():
+    """The chain's posterior order: z_6 first, then each z_k given z_{k+1}."""
+    m = jsvi.param("m", jnp.zeros(K))
+    s = jsvi.param("s", jnp.ones(K), constraint=constraints.positive)
+    w = jsvi.param("w", 0.0)
+    nxt = None
+    for k in reversed(range(K)):
+        loc = m[k] + (0.0 if nxt is None else w * nxt)
+        nxt = jsvi.sample(f"z_{k}", dist.NonReparameterized(dist.Normal(loc, s[k])))
+
+
 def chain_rows(draws):
     params = {"m": jnp.linspace(-0.5, 0.8, K), "s": jnp.linspace(0.6, 1.1, K),
               "w": jnp.array(0.5)}
-    old = per_draw_grads(ExecutionOrderELBO(), chain_model, chain_guide, params, num=draws)
-    new = per_draw_grads(jsvi.TraceGraph_ELBO(), chain_model, chain_guide, params, num=draws)
+    rows = []
+    for workload, guide in (("chain", chain_guide), ("chain_reverse_guide", reverse_guide)):
+        old = per_draw_grads(ExecutionOrderELBO(), chain_model, guide, params, num=draws)
+        new = per_draw_grads(jsvi.TraceGraph_ELBO(), chain_model, guide, params, num=draws)
+        rows += _site_rows(workload, old, new, draws)
+    return rows
+
+
+def _site_rows(workload, old, new, draws):
     rows = []
     for k in range(K):
         v_old, v_new = float(old["m"][:, k].var()), float(new["m"][:, k].var())
         rows.append({
-            "workload": "chain",
+            "workload": workload,
             "site": f"z_{k}",
             "draws": draws,
             "var_old": v_old,
@@ -169,6 +191,7 @@ def figure(plate, chain, path):
     a.set_ylabel("mean per-element variance of d loss / d logit")
     a.set_title("Trace_ELBO, Bernoulli latent per point")
     a.legend()
+    chain = [r for r in chain if r["workload"] == "chain"]
     sites = [r["site"] for r in chain]
     xs = np.arange(len(sites))
     b.bar(xs - 0.2, [r["var_old"] for r in chain], 0.4, label="execution order (before)")
@@ -197,9 +220,10 @@ def main():
     for r in plate:
         print(f"{r['N']:>6} {r['var_old_mean']:>10.3g} {r['var_new_mean']:>10.3g} "
               f"{r['ratio_median']:>13.1f} {r['ratio_min']:>10.1f}")
-    print(f"{'site':>6} {'var old':>10} {'var new':>10} {'ratio':>8}")
+    print(f"{'workload':>20} {'site':>5} {'var old':>10} {'var new':>10} {'ratio':>8}")
     for r in chain:
-        print(f"{r['site']:>6} {r['var_old']:>10.3g} {r['var_new']:>10.3g} {r['ratio']:>8.1f}")
+        print(f"{r['workload']:>20} {r['site']:>5} {r['var_old']:>10.3g} "
+              f"{r['var_new']:>10.3g} {r['ratio']:>8.1f}")
     payload = {"context": context(), "smoke": opts.smoke, "rows": plate + chain}
     name = "sf_variance" + ("-smoke" if opts.smoke else "")
     path = write(name, payload, opts.out)

@@ -153,6 +153,22 @@ def plate_costs(terms: ElboTerms, sites: Sequence[str]) -> dict[str, Array]:
     term is summed and added to all elements (``sum_to_plates``). Plates that a
     later guide site lies outside of are summed over (``elementwise_frames``).
     Sites with the same plates share one cost.
+
+    Example:
+        >>> import jax, jsvi, jsvi.distributions as dist
+        >>> from jsvi.infer import unconstrained_param_fn
+        >>> from jsvi.infer.elbo import elbo_terms
+        >>> def model():
+        ...     with jsvi.plate("data", 3):
+        ...         z = jsvi.sample("z", dist.Bernoulli(0.5))
+        ...         jsvi.sample("x", dist.Normal(z, 1.0), obs=0.5)
+        >>> def guide():
+        ...     with jsvi.plate("data", 3):
+        ...         jsvi.sample("z", dist.Bernoulli(0.3))
+        >>> terms = elbo_terms(jax.random.key(0), model, guide,
+        ...                    unconstrained_param_fn({}), (), {})
+        >>> plate_costs(terms, ["z"])["z"].shape  # one cost per element
+        (3,)
     """
     order = list(terms.guide_tr.latent_sites())
     model_names, guide_names = list(terms.log_p), list(terms.log_q)
@@ -271,6 +287,23 @@ def site_dependencies(
     a draw, say) or takes another path than ``terms``: callers then fall back on
     execution order. Dependencies carried outside JAX's view (Python state) are
     not seen.
+
+    Example:
+        >>> import jax, jsvi, jsvi.distributions as dist
+        >>> from jsvi.infer import unconstrained_param_fn
+        >>> from jsvi.infer.elbo import elbo_terms
+        >>> def model():
+        ...     a = jsvi.sample("a", dist.Normal(0.0, 1.0))
+        ...     b = jsvi.sample("b", dist.Normal(0.0, 1.0))
+        ...     jsvi.sample("x", dist.Normal(b, 1.0), obs=0.5)
+        >>> def guide():
+        ...     a = jsvi.sample("a", dist.Normal(0.0, 1.0))
+        ...     jsvi.sample("b", dist.Normal(a, 1.0))
+        >>> key, param_fn = jax.random.key(0), unconstrained_param_fn({})
+        >>> terms = elbo_terms(key, model, guide, param_fn, (), {})
+        >>> deps = site_dependencies(terms, key, model, guide, param_fn, (), {})
+        >>> sorted(deps.guide["b"]), sorted(deps.model["x"]), sorted(deps.descendants("a"))
+        (['a', 'b'], ['b'], ['a', 'b'])
     """
     latent = terms.guide_tr.latent_sites()
     names = list(latent)
