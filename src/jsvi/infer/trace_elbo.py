@@ -41,7 +41,9 @@ class Trace_ELBO(ELBO):
     :math:`c_i\,\nabla_\phi \log q_\phi(z_i)`. Here :math:`\log q_\phi(z_i)` is the
     density the value was drawn from: masked, but not multiplied by plate/``scale``
     factors (those weight the objective, not the sampling). The surrogate's value
-    therefore equals the ELBO estimate.
+    therefore equals the ELBO estimate. The direct gradient of
+    :math:`-\log q_\phi(z_i)` at the fixed draw has mean zero and is left out
+    (``stop_gradient``; ``ElboTerms.pathwise_unscored``), as in Pyro.
 
     The cost :math:`c_i` is the particle's :math:`\log p - \log q`, plate-aware
     (``costs.plate_costs``): inside a vectorized plate, each element of
@@ -96,7 +98,7 @@ class Trace_ELBO(ELBO):
             rng_key, model, guide, param_fn, args, kwargs, self.stick_the_landing
         )
         elbo = terms.elbo()
-        surrogate = terms.pathwise()
+        surrogate = terms.pathwise_unscored()
         costs = self._score_costs(terms)
         for name in terms.non_reparam:
             surrogate = surrogate + jnp.sum(score_term(terms.score[name], costs[name]))

@@ -234,7 +234,9 @@ class TraceEnum_ELBO(ELBO):
     non-reparameterized guide site :math:`z_i` adds, as in ``Trace_ELBO``,
     :math:`\sum \log q_\phi(z_i)\,\overline{c_i} -
     \overline{\log q_\phi(z_i)\,c_i}` (bars are ``stop_gradient``): zero in
-    value, with gradient :math:`c_i\,\nabla_\phi \log q_\phi(z_i)`. The cost
+    value, with gradient :math:`c_i\,\nabla_\phi \log q_\phi(z_i)`, and the
+    zero-mean direct gradient of :math:`-\log q_\phi(z_i)` at the fixed draw is
+    cancelled, as in ``Trace_ELBO``. The cost
     :math:`c_i` is :math:`\widehat{\rm ELBO}`'s terms kept plate-aware as in
     ``Trace_ELBO``: each element of a vectorized plate gets the terms (summed-out
     ones included) of its own element plus every term outside the plate; the
@@ -434,7 +436,12 @@ class TraceEnum_ELBO(ELBO):
                 cost = _plate_score_cost(
                     site, later, model_costs, guide_costs, weights, elbo
                 )
-                surrogate = surrogate + jnp.sum(score_term(score_log_prob(site), cost))
+                log_q = score_log_prob(site)
+                surrogate = surrogate + jnp.sum(score_term(log_q, cost))
+                if not _enum_dims(log_q, weights):  # as Trace_ELBO: drop the
+                    # zero-mean direct gradient of -log q at the fixed draw
+                    direct = jnp.sum(_weigh(site, log_q))
+                    surrogate = surrogate + direct - jax.lax.stop_gradient(direct)
         return value_preserving(surrogate, elbo), elbo, ()
 
     def _model_costs(

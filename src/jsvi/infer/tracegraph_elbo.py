@@ -94,7 +94,9 @@ class TraceGraph_ELBO(ELBO):
         \;-\; \overline{\log q_\phi(z_i)\,(c_i - b_i)},
 
     zero in value (bars are ``stop_gradient``), whose gradient is
-    :math:`(c_i - b_i)\nabla_\phi \log q_\phi(z_i)`. The cost :math:`c_i` keeps
+    :math:`(c_i - b_i)\nabla_\phi \log q_\phi(z_i)`; the zero-mean direct
+    gradient of :math:`-\log q_\phi(z_i)` at the fixed draw is left out, as in
+    ``Trace_ELBO``. The cost :math:`c_i` keeps
     only the terms of :math:`\log p - \log q` that read :math:`z_i` or one of its
     descendants in the guide (``costs.graph_costs``): each guide site whose
     distribution's arguments were computed from :math:`z_i` is a child, and a
@@ -187,7 +189,7 @@ class TraceGraph_ELBO(ELBO):
         )
         specs = _check_baselines(terms)
         elbo = terms.elbo()
-        surrogate = terms.pathwise()
+        surrogate = terms.pathwise_unscored()
         baseline_loss = jnp.zeros(())
         costs = self._costs(
             terms, terms.non_reparam, rng_key, model, guide, param_fn, args, kwargs
