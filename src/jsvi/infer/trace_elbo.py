@@ -98,11 +98,15 @@ class Trace_ELBO(ELBO):
             rng_key, model, guide, param_fn, args, kwargs, self.stick_the_landing
         )
         elbo = terms.elbo()
-        surrogate = terms.pathwise_unscored()
+        surrogate = self._pathwise(terms)
         costs = self._score_costs(terms)
         for name in terms.non_reparam:
             surrogate = surrogate + jnp.sum(score_term(terms.score[name], costs[name]))
         return value_preserving(surrogate, elbo), elbo, ()
+
+    def _pathwise(self, terms: ElboTerms) -> Array:
+        """The differentiated part besides the score-function terms."""
+        return terms.pathwise_unscored()
 
     def _score_costs(self, terms: ElboTerms) -> dict[str, Array]:
         """Each non-reparameterized guide site's cost (``costs.plate_costs``)."""

@@ -189,7 +189,7 @@ class TraceGraph_ELBO(ELBO):
         )
         specs = _check_baselines(terms)
         elbo = terms.elbo()
-        surrogate = terms.pathwise_unscored()
+        surrogate = self._pathwise(terms)
         baseline_loss = jnp.zeros(())
         costs = self._costs(
             terms, terms.non_reparam, rng_key, model, guide, param_fn, args, kwargs
@@ -249,6 +249,10 @@ class TraceGraph_ELBO(ELBO):
         if deps is None:
             return downstream_costs(terms, sites)
         return graph_costs(terms, sites, deps)
+
+    def _pathwise(self, terms: ElboTerms) -> Array:
+        """The differentiated part besides the score-function terms."""
+        return terms.pathwise_unscored()
 
     def update_state(self, elbo_state: PyTree, stats: PyTree) -> PyTree:
         """Move each running average toward the particle-mean cost."""
