@@ -249,6 +249,20 @@ class ElboTerms(NamedTuple):
         """The ELBO with the terms that carry pathwise gradients."""
         return _total(self.log_p) - _total(self.log_q_path)
 
+    def pathwise_unscored(self) -> Array:
+        """``pathwise()``, but ``log q`` of non-reparameterized sites is constant.
+
+        At a fixed draw, ``grad_phi log q(z)`` of such a site has mean zero, so an
+        unweighted average of it only adds noise (its score-function term carries
+        the gradient); Pyro leaves it out too. Not for weighted averages
+        (``RenyiELBO``), where the weights make its mean non-zero.
+        """
+        fixed = {
+            n: jax.lax.stop_gradient(v) if n in self.score else v
+            for n, v in self.log_q_path.items()
+        }
+        return _total(self.log_p) - _total(fixed)
+
 
 def _total(log_probs: Mapping[str, Array]) -> Array:
     return sum((jnp.sum(v) for v in log_probs.values()), jnp.zeros(()))

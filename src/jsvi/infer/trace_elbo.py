@@ -1,6 +1,7 @@
 """``Trace_ELBO``: the plain Monte Carlo ELBO with pathwise and score-function parts.
 
-May import: ``jsvi.infer.elbo`` (and through it ``core``, ``distributions``).
+May import: ``jsvi.infer.elbo``, ``jsvi.infer.costs`` (and through them ``core``,
+``distributions``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import jax.numpy as jnp
 
 from jsvi._typing import Array, ModelFn, PRNGKey, PyTree
 from jsvi.core.runtime import Message
-from jsvi.infer.elbo import ELBO, elbo_terms, score_term, value_preserving
+from jsvi.infer.costs import plate_costs
+from jsvi.infer.elbo import ELBO, ElboTerms, elbo_terms, score_term, value_preserving
 
 __all__ = ["Trace_ELBO"]
 
@@ -32,17 +34,29 @@ class Trace_ELBO(ELBO):
     non-reparameterized guide site :math:`z_i` adds the score-function term
 
     .. math::
-        \log q_\phi(z_i)\,\overline{\widehat{\rm ELBO}}
-        - \overline{\log q_\phi(z_i)\,\widehat{\rm ELBO}}
+        \sum_{\rm elements} \log q_\phi(z_i)\,\overline{c_i}
+        - \overline{\log q_\phi(z_i)\,c_i}
 
     where the bar is ``stop_gradient``: the term is zero in value and its gradient is
-    :math:`\widehat{\rm ELBO}\,\nabla_\phi \log q_\phi(z_i)`. Here
-    :math:`\log q_\phi(z_i)` is the density the value was drawn from: masked, but
-    not multiplied by plate/``scale`` factors (those weight the objective, not the
-    sampling). The surrogate's value
-    therefore equals the ELBO estimate and its gradient is unbiased. The cost is the
-    whole ELBO (no Rao-Blackwellization; see ``TraceGraph_ELBO``). Model-side
-    ``param`` sites get gradients too, so an empty guide gives maximum likelihood.
+    :math:`c_i\,\nabla_\phi \log q_\phi(z_i)`. Here :math:`\log q_\phi(z_i)` is the
+    density the value was drawn from: masked, but not multiplied by plate/``scale``
+    factors (those weight the objective, not the sampling). The surrogate's value
+    therefore equals the ELBO estimate. The direct gradient of
+    :math:`-\log q_\phi(z_i)` at the fixed draw has mean zero and is left out
+    (``stop_gradient``; ``ElboTerms.pathwise_unscored``), as in Pyro.
+
+    The cost :math:`c_i` is the particle's :math:`\log p - \log q`, plate-aware
+    (``costs.plate_costs``): inside a vectorized plate, each element of
+    :math:`z_i` is weighted by the terms of its own element of that plate plus
+    every term outside the plate, never by other elements' terms. A plate
+    declares its elements conditionally independent, so another element's terms
+    have zero expected product with this element's score, and dropping them keeps
+    the gradient unbiased while its variance no longer grows with the plate's
+    size. A plate is summed over instead when a guide site outside it runs after
+    :math:`z_i` (it could carry one element's draw into the others' terms). Each
+    particle's cost is its own. There is no further Rao-Blackwellization (see
+    ``TraceGraph_ELBO``). Model-side ``param`` sites get gradients too, so an empty
+    guide gives maximum likelihood.
     The loss is ``-ELBO`` averaged over particles.
 
     Args:
@@ -84,7 +98,16 @@ class Trace_ELBO(ELBO):
             rng_key, model, guide, param_fn, args, kwargs, self.stick_the_landing
         )
         elbo = terms.elbo()
-        surrogate = terms.pathwise()
+        surrogate = self._pathwise(terms)
+        costs = self._score_costs(terms)
         for name in terms.non_reparam:
-            surrogate = surrogate + score_term(jnp.sum(terms.score[name]), elbo)
+            surrogate = surrogate + jnp.sum(score_term(terms.score[name], costs[name]))
         return value_preserving(surrogate, elbo), elbo, ()
+
+    def _pathwise(self, terms: ElboTerms) -> Array:
+        """The differentiated part besides the score-function terms."""
+        return terms.pathwise_unscored()
+
+    def _score_costs(self, terms: ElboTerms) -> dict[str, Array]:
+        """Each non-reparameterized guide site's cost (``costs.plate_costs``)."""
+        return plate_costs(terms, terms.non_reparam)

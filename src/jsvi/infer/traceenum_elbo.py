@@ -1,7 +1,8 @@
 """``TraceEnum_ELBO``: the ELBO with discrete latents summed out (model side) or
 averaged exactly (guide side) by parallel enumeration.
 
-May import: ``jsvi.infer.elbo``, ``jsvi.infer.traces``, ``jsvi.infer._contract``,
+May import: ``jsvi.infer.elbo``, ``jsvi.infer.costs``, ``jsvi.infer.traces``,
+``jsvi.infer._contract``,
 ``jsvi.infer._enum_factors``, ``jsvi.core``
 (``core.enumeration`` included).
 """
@@ -45,6 +46,7 @@ from jsvi.infer._enum_factors import (
     _relabel,
     _weigh,
 )
+from jsvi.infer.costs import elementwise_frames, sum_to_dims
 from jsvi.infer.elbo import (
     ELBO,
     is_reparameterized,
@@ -230,10 +232,16 @@ class TraceEnum_ELBO(ELBO):
     through reparameterized :math:`z`, exactly through the weights
     :math:`q_\phi(y)` and the sums over :math:`w`). Each sampled,
     non-reparameterized guide site :math:`z_i` adds, as in ``Trace_ELBO``,
-    :math:`\log q_\phi(z_i)\,\overline{\widehat{\rm ELBO}} -
-    \overline{\log q_\phi(z_i)\,\widehat{\rm ELBO}}` (bars are
-    ``stop_gradient``): zero in value, with gradient
-    :math:`\widehat{\rm ELBO}\,\nabla_\phi \log q_\phi(z_i)`. The only other
+    :math:`\sum \log q_\phi(z_i)\,\overline{c_i} -
+    \overline{\log q_\phi(z_i)\,c_i}` (bars are ``stop_gradient``): zero in
+    value, with gradient :math:`c_i\,\nabla_\phi \log q_\phi(z_i)`, and the
+    zero-mean direct gradient of :math:`-\log q_\phi(z_i)` at the fixed draw is
+    cancelled, as in ``Trace_ELBO``. The cost
+    :math:`c_i` is :math:`\widehat{\rm ELBO}`'s terms kept plate-aware as in
+    ``Trace_ELBO``: each element of a vectorized plate gets the terms (summed-out
+    ones included) of its own element plus every term outside the plate; the
+    whole :math:`\widehat{\rm ELBO}` when :math:`z_i` depends on an enumerated
+    guide site or a guide site outside the plate runs after it. The only other
     ``stop_gradient`` is on the maxima subtracted inside the contraction, which
     cancel exactly. Without enumerated sites the estimator is ``Trace_ELBO``'s,
     value and gradient.
@@ -421,9 +429,19 @@ class TraceEnum_ELBO(ELBO):
         for cost in guide_costs:
             elbo = elbo - _expectation(cost, weights)
         surrogate = elbo
+        order = list(guide_latent)
         for name, site in guide_latent.items():
             if name not in guide_enum and not is_reparameterized(site):
-                surrogate = surrogate + score_term(jnp.sum(score_log_prob(site)), elbo)
+                later = [guide_latent[n] for n in order[order.index(name) + 1 :]]
+                cost = _plate_score_cost(
+                    site, later, model_costs, guide_costs, weights, elbo
+                )
+                log_q = score_log_prob(site)
+                surrogate = surrogate + jnp.sum(score_term(log_q, cost))
+                if not _enum_dims(log_q, weights):  # as Trace_ELBO: drop the
+                    # zero-mean direct gradient of -log q at the fixed draw
+                    direct = jnp.sum(_weigh(site, log_q))
+                    surrogate = surrogate + direct - jax.lax.stop_gradient(direct)
         return value_preserving(surrogate, elbo), elbo, ()
 
     def _model_costs(
@@ -518,13 +536,42 @@ class TraceEnum_ELBO(ELBO):
             )
 
 
-def _expectation(
-    cost: _Cost, weights: Mapping[int, tuple[Array, frozenset, str]]
+def _plate_score_cost(
+    site: Site,
+    later: list[Site],
+    model_costs: list[_Cost],
+    guide_costs: list[_Cost],
+    weights: Mapping[int, tuple[Array, frozenset, str]],
+    elbo: Array,
 ) -> Array:
-    """Sum of ``cost`` with its guide-enumerated dims averaged under q."""
+    """A sampled guide site's score-function cost, plate-aware as in ``Trace_ELBO``
+    (``costs.plate_costs``): each term kept to its own element of the plates it
+    shares with the site; the whole ``elbo`` where no plate qualifies or the site
+    depends on a guide-enumerated site."""
+    frames = elementwise_frames(site, later)
+    if not frames or _enum_dims(score_log_prob(site), weights):
+        return elbo
+    dims = {f.name: f.dim for f in frames}
+    rank = max(-d for d in dims.values())
+    total = jnp.zeros(())
+    for sign, costs in ((1.0, model_costs), (-1.0, guide_costs)):
+        for cost in costs:
+            keep = tuple(dims[p] for p in cost.ordinal if p in dims)
+            total = total + sign * _expectation(cost, weights, keep, rank)
+    return total
+
+
+def _expectation(
+    cost: _Cost,
+    weights: Mapping[int, tuple[Array, frozenset, str]],
+    keep: tuple[int, ...] = (),
+    rank: int = 0,
+) -> Array:
+    """Sum of ``cost`` with its guide-enumerated dims averaged under q; the plate
+    dims in ``keep`` are kept (``costs.sum_to_dims``, rank ``rank``)."""
     present = _enum_dims(cost.value, weights)
     if not present:
-        return jnp.sum(cost.value)
+        return sum_to_dims(cost.value, keep, rank) if rank else jnp.sum(cost.value)
     chosen: dict[int, tuple[Array, frozenset, str]] = {}
     todo = list(present)
     while todo:
@@ -544,4 +591,4 @@ def _expectation(
                 "enumerating it, or move the dependent site into the same plates."
             )
         total = total * probs
-    return jnp.sum(total)
+    return sum_to_dims(total, keep, rank) if rank else jnp.sum(total)

@@ -1,7 +1,7 @@
 """``TraceGraph_ELBO``: score-function gradients with Rao-Blackwellized downstream
 costs and baselines.
 
-May import: ``jsvi.infer.elbo``, ``jsvi.infer.baselines``.
+May import: ``jsvi.infer.elbo``, ``jsvi.infer.baselines``, ``jsvi.infer.costs``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ import jax
 import jax.numpy as jnp
 
 from jsvi._typing import Array, ModelFn, PRNGKey, PyTree
-from jsvi.core.runtime import CondIndepStackFrame, Message
-from jsvi.core.trace import Site, Trace
+from jsvi.core.runtime import Message
+from jsvi.core.trace import Trace
 from jsvi.errors import JsviWarning, SiteError
 from jsvi.infer.baselines import BaselineSpec, DecayingAverage, parse_baseline
+from jsvi.infer.costs import (
+    downstream_costs,
+    graph_costs,
+    site_dependencies,
+    sum_to_plates,
+)
 from jsvi.infer.elbo import (
     ELBO,
     ElboTerms,
@@ -29,93 +35,6 @@ from jsvi.infer.elbo import (
 )
 
 __all__ = ["TraceGraph_ELBO", "downstream_costs", "sum_to_plates"]
-
-
-def _independent(a: Site, b: Site) -> bool:
-    """True when ``a`` and ``b`` sit in different iterations of a sequential plate."""
-    for fa in a.cond_indep_stack:
-        if fa.dim is not None:
-            continue
-        for fb in b.cond_indep_stack:
-            if fb.dim is None and fb.name == fa.name and fb.counter != fa.counter:
-                return True
-    return False
-
-
-def _vectorized(site: Site) -> tuple[CondIndepStackFrame, ...]:
-    return tuple(f for f in site.cond_indep_stack if f.vectorized)
-
-
-def sum_to_plates(
-    cost: Array,
-    cost_frames: Sequence[CondIndepStackFrame],
-    target_frames: Sequence[CondIndepStackFrame],
-) -> Array:
-    """Sum a cost term over every dim except the vectorized plates it shares with
-    the target site.
-
-    Args:
-        cost: a log-density term, shape = its site's batch shape.
-        cost_frames: the term's vectorized plates.
-        target_frames: the target site's vectorized plates.
-
-    Returns:
-        An array of rank ``max(-dim)`` over ``target_frames`` (0 if none), with the
-        shared plates' sizes at their dims and 1 elsewhere; it broadcasts against
-        the target's batch shape, so each plate element gets its own cost.
-    """
-    target_names = {f.name for f in target_frames}
-    keep = {f.dim for f in cost_frames if f.name in target_names}
-    rank = max((-f.dim for f in target_frames), default=0)
-    cost = jnp.asarray(cost)
-    sum_axes = tuple(axis for axis in range(cost.ndim) if axis - cost.ndim not in keep)
-    cost = jnp.sum(cost, axis=sum_axes, keepdims=True)
-    if cost.ndim > rank:
-        cost = cost.reshape(cost.shape[cost.ndim - rank :])
-    return cost.reshape((1,) * (rank - cost.ndim) + cost.shape)
-
-
-def downstream_costs(terms: ElboTerms, sites: Sequence[str]) -> dict[str, Array]:
-    """The Rao-Blackwellized downstream cost of each guide site in ``sites``.
-
-    For guide site ``z_i`` the cost holds ``log p(z_j) - log q(z_j)`` for every guide
-    site ``z_j`` run at or after ``z_i`` (guide order), plus ``log p`` of every
-    other model site run after one of those in the model; sites in other
-    iterations of a sequential plate are excluded, and vectorized plates keep one
-    cost per element (``sum_to_plates``). Costs carry plate/``scale`` factors.
-    """
-    guide_sites = list(terms.guide_tr.latent_sites().items())
-    model_sites = list(terms.model_tr.sample_sites().items())
-    model_pos = {name: k for k, (name, _) in enumerate(model_sites)}
-    costs = {}
-    for name in sites:
-        target = terms.guide_tr[name]
-        frames = _vectorized(target)
-        start = next(k for k, (n, _) in enumerate(guide_sites) if n == name)
-        downstream = [
-            n
-            for n, s in guide_sites[start:]
-            if n == name or not _independent(target, s)
-        ]
-        total = jnp.zeros(())
-        for n in downstream:
-            g_site, m_site = terms.guide_tr[n], terms.model_tr[n]
-            total = total + sum_to_plates(terms.log_p[n], _vectorized(m_site), frames)
-            total = total - sum_to_plates(terms.log_q[n], _vectorized(g_site), frames)
-        first = min(model_pos[n] for n in downstream)
-        chosen = set(downstream)
-        for n, m_site in model_sites[first + 1 :]:
-            if n in chosen:
-                continue
-            parents = [
-                terms.model_tr[d] for d in downstream if model_pos[d] < model_pos[n]
-            ]
-            if any(not _independent(p, m_site) for p in parents):
-                total = total + sum_to_plates(
-                    terms.log_p[n], _vectorized(m_site), frames
-                )
-        costs[name] = total
-    return costs
 
 
 def _check_baseline_shape(name: str, baseline: Array, cost: Array) -> None:
@@ -175,13 +94,26 @@ class TraceGraph_ELBO(ELBO):
         \;-\; \overline{\log q_\phi(z_i)\,(c_i - b_i)},
 
     zero in value (bars are ``stop_gradient``), whose gradient is
-    :math:`(c_i - b_i)\nabla_\phi \log q_\phi(z_i)`. The cost :math:`c_i` keeps
-    only the terms of :math:`\log p - \log q` downstream of :math:`z_i`
-    (``downstream_costs``): guide sites run later, model sites run after those, never
-    other iterations of a sequential plate, and one cost per element of each
-    vectorized plate :math:`z_i` sits in. Upstream terms have zero expected product
-    with the score, so dropping them keeps the estimator unbiased and lowers its
-    variance. :math:`b_i` is the site's baseline (see ``jsvi.infer.baselines``);
+    :math:`(c_i - b_i)\nabla_\phi \log q_\phi(z_i)`; the zero-mean direct
+    gradient of :math:`-\log q_\phi(z_i)` at the fixed draw is left out, as in
+    ``Trace_ELBO``. The cost :math:`c_i` keeps
+    only the terms of :math:`\log p - \log q` that read :math:`z_i` or one of its
+    descendants in the guide (``costs.graph_costs``): each guide site whose
+    distribution's arguments were computed from :math:`z_i` is a child, and a
+    term is kept when its log-density is computed from :math:`z_i` or any
+    descendant. The graph is found by data flow: guide and model are traced once
+    more with every latent value an abstract input, and the jaxpr says which
+    inputs each site's log-density is computed from (``costs.site_dependencies``;
+    traced only, so the compiled step does no extra work). By the local Markov
+    property, :math:`z_i` is independent of its non-descendants given its parents,
+    so every dropped term has zero expected product with the score: the estimator
+    stays unbiased and its variance falls. Each element of a vectorized plate
+    :math:`z_i` sits in keeps its own cost, unless a descendant lies outside that
+    plate (then one element's draw can reach another's terms, and the plate is
+    summed). Where the abstract run fails (a Python ``if`` on a draw, say), the
+    costs fall back on execution order (``costs.downstream_costs``): guide sites run
+    later, model sites run after those, never other iterations of a sequential
+    plate. :math:`b_i` is the site's baseline (see ``jsvi.infer.baselines``);
     learned baselines add :math:`\sum (\overline{c_i} - b_i)^2` to the loss that is
     differentiated, which only their own weights see. The reported loss is the
     plain ``-ELBO``.
@@ -239,7 +171,7 @@ class TraceGraph_ELBO(ELBO):
         averaged = [n for n, s in specs.items() if s.decaying is not None]
         if not averaged:
             return {}
-        costs = downstream_costs(terms, averaged)
+        costs = self._costs(terms, averaged, rng_key, model, guide, param_fn, args, kwargs)
         return {n: specs[n].decaying.init(costs[n]) for n in averaged}
 
     def particle(
@@ -257,9 +189,11 @@ class TraceGraph_ELBO(ELBO):
         )
         specs = _check_baselines(terms)
         elbo = terms.elbo()
-        surrogate = terms.pathwise()
+        surrogate = self._pathwise(terms)
         baseline_loss = jnp.zeros(())
-        costs = downstream_costs(terms, terms.non_reparam)
+        costs = self._costs(
+            terms, terms.non_reparam, rng_key, model, guide, param_fn, args, kwargs
+        )
         stats = {}
         for name in terms.non_reparam:
             cost, spec = costs[name], specs.get(name)
@@ -296,6 +230,29 @@ class TraceGraph_ELBO(ELBO):
                 stacklevel=2,
             )
         return value_preserving(surrogate, elbo) - baseline_loss, elbo, stats
+
+    def _costs(
+        self,
+        terms: ElboTerms,
+        sites: Sequence[str],
+        rng_key: PRNGKey,
+        model: ModelFn,
+        guide: ModelFn,
+        param_fn: Callable[[Message], Any],
+        args: tuple,
+        kwargs: Mapping[str, Any],
+    ) -> dict[str, Array]:
+        """Costs over true descendants; execution order where they are unseen."""
+        if not sites:
+            return {}
+        deps = site_dependencies(terms, rng_key, model, guide, param_fn, args, kwargs)
+        if deps is None:
+            return downstream_costs(terms, sites)
+        return graph_costs(terms, sites, deps)
+
+    def _pathwise(self, terms: ElboTerms) -> Array:
+        """The differentiated part besides the score-function terms."""
+        return terms.pathwise_unscored()
 
     def update_state(self, elbo_state: PyTree, stats: PyTree) -> PyTree:
         """Move each running average toward the particle-mean cost."""
