@@ -19,6 +19,7 @@ from jsvi.arviz import to_arviz
 from jsvi.checking import ValidationReport, validate
 from jsvi.checkpoint import load_state, save_state
 from jsvi.core.markov import markov
+from jsvi.core.scan import scan
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
@@ -86,6 +87,7 @@ __all__ = [
     "reparam",
     "sample",
     "save_state",
+    "scan",
     "svi_init",
     "svi_run",
     "svi_update",

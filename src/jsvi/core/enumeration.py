@@ -113,6 +113,10 @@ class enum(Handler):
             ``-first_available_dim - 1``.
         max_enum_size: the largest ``support size * prod(batch_shape)`` one
             enumerated site may have.
+        chain_reducer: how ``jsvi.scan`` sums enumerated sites out of its steps:
+            a callable ``ChainLayout -> reducer`` (see ``jsvi.core.scan``);
+            ``TraceEnum_ELBO`` gives the forward algorithm. Without one, an
+            enumerated site inside ``jsvi.scan`` is an error.
 
     Raises:
         SiteError: a site marked for enumeration has no finite support, or asks
@@ -139,6 +143,7 @@ class enum(Handler):
         first_available_dim: int | None = None,
         max_plate_nesting: int | None = None,
         max_enum_size: int = DEFAULT_MAX_ENUM_SIZE,
+        chain_reducer: Any = None,
     ):
         super().__init__(fn)
         if first_available_dim is None and max_plate_nesting is None:
@@ -176,6 +181,27 @@ class enum(Handler):
         self.first_available_dim = first_available_dim
         self.max_plate_nesting = max_plate_nesting
         self.max_enum_size = max_enum_size
+        self.chain_reducer = chain_reducer
+
+    def scan_first_dim(self) -> int:
+        """The dim right of which every dim in use lies: ``jsvi.scan`` lays the
+        enumerated sites of its steps out from here leftwards."""
+        live = list(getattr(self, "_live", {}))
+        return min(live + [self.first_available_dim + 1]) - 1
+
+    def scan_child(self, first_available_dim: int) -> enum:
+        """A fresh ``enum`` for one step of ``jsvi.scan``: it sees this handler's
+        enumerated sites, and enumerates the step's sites from
+        ``first_available_dim`` leftwards."""
+        child = enum(
+            None,
+            first_available_dim=first_available_dim,
+            max_plate_nesting=self.max_plate_nesting,
+            max_enum_size=self.max_enum_size,
+        )
+        child._on_enter()
+        child._live = dict(getattr(self, "_live", {}))
+        return child
 
     def _on_enter(self) -> enum:
         self._live: dict[int, str] = {}

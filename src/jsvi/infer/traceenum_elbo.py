@@ -2,7 +2,7 @@
 averaged exactly (guide side) by parallel enumeration.
 
 May import: ``jsvi.infer.elbo``, ``jsvi.infer.traces``, ``jsvi.infer._contract``,
-``jsvi.infer._enum_factors``, ``jsvi.core``
+``jsvi.infer._enum_factors``, ``jsvi.infer._scan_enum``, ``jsvi.core``
 (``core.enumeration`` included).
 """
 
@@ -24,6 +24,7 @@ from jsvi.core.enumeration import (
 )
 from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Message
+from jsvi.core.scan import SCAN_SUMMED_KEY
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import ArgumentError, ShapeError, SiteError
 from jsvi.infer._contract import (
@@ -45,6 +46,7 @@ from jsvi.infer._enum_factors import (
     _relabel,
     _weigh,
 )
+from jsvi.infer._scan_enum import forward_reducer
 from jsvi.infer.elbo import (
     ELBO,
     is_reparameterized,
@@ -162,7 +164,7 @@ def _check_enum_model_guide(
     model_sites = model_tr.sample_sites()
     for name, g_site in guide_tr.latent_sites().items():
         m_site = model_sites.get(name)
-        if m_site is not None:
+        if m_site is not None and SCAN_SUMMED_KEY not in m_site.infer:
             _check_broadcast_value(name, m_site.fn, g_site.value, nesting)
 
 
@@ -377,6 +379,7 @@ class TraceEnum_ELBO(ELBO):
                 first_available_dim=first,
                 max_plate_nesting=nesting,
                 max_enum_size=self.max_enum_size,
+                chain_reducer=forward_reducer,
             )
         ).get_trace(*args, **kwargs)
         return model_tr, guide_tr
@@ -430,7 +433,11 @@ class TraceEnum_ELBO(ELBO):
         self, model_tr: Trace, guide_tr: Trace, guide_enum: Mapping[str, int]
     ) -> list[_Cost]:
         """The model's log-density as plated log-terms, enumerated sites summed out."""
-        sites = model_tr.sample_sites()
+        sites = {
+            n: s
+            for n, s in model_tr.sample_sites().items()
+            if SCAN_SUMMED_KEY not in s.infer  # in the scan's summed-out site
+        }
         enumerated = {
             n: s for n, s in model_tr.latent_sites().items() if ENUM_DIM_KEY in s.infer
         }
