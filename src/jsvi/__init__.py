@@ -19,8 +19,8 @@ from jsvi.arviz import to_arviz
 from jsvi.checking import ValidationReport, validate
 from jsvi.checkpoint import load_state, save_state
 from jsvi.core.markov import markov
-from jsvi.core.scan import scan
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
+from jsvi.core.scan import scan
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
 from jsvi.distributions.kl import kl_divergence
