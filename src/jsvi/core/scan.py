@@ -112,6 +112,7 @@ class _Context(NamedTuple):
     key: Any  # the call's key, or None without a seed handler
     length: int
     outer_enum: enum | None
+    params: dict[str, Any]  # param values of the first step, reused by the others
 
 
 class _Record(NamedTuple):
@@ -147,6 +148,7 @@ class _Step(Handler):
     def __init__(self, ctx: _Context, t: Any, local_enum: enum | None):
         super().__init__()
         self.ctx, self.t, self.local_enum = ctx, t, local_enum
+        self.first = isinstance(t, int)  # the unrolled first step
 
     def _on_enter(self) -> _Step:
         self.records: list[_Record] = []
@@ -179,6 +181,11 @@ class _Step(Handler):
                 "subsampled plate around the jsvi.scan call instead."
             )
         record = _Record(msg, [], msg.scale, msg.mask)
+        if msg.kind == "param" and msg.name in self.ctx.params and not self.first:
+            # the first step's value: constraining it again each step is waste
+            msg.value = self.ctx.params[msg.name]
+            self.records.append(record)
+            return
         msg.stop = False
         for h in reversed(self.ctx.handlers):
             kind = type(h).__name__
@@ -204,6 +211,10 @@ class _Step(Handler):
                 break
         msg.stop = True
         self.records.append(record)
+
+    def postprocess(self, msg: Message) -> None:
+        if msg.kind == "param" and self.first:
+            self.ctx.params.setdefault(msg.name, msg.value)
 
 
 def _run_step(
@@ -384,7 +395,7 @@ def scan(
         return jax.lax.scan(f, init, xs, length=n)
     handlers = tuple(runtime._stack())  # read only: the handlers around the call
     outer_enum = next((h for h in reversed(handlers) if isinstance(h, enum)), None)
-    ctx = _Context(handlers, prng_key(), n, outer_enum)
+    ctx = _Context(handlers, prng_key(), n, outer_enum, {})
     outer = frozenset(fr.name for fr in _enclosing_frames() if fr.vectorized)
     first_dim = outer_enum.scan_first_dim() if outer_enum is not None else 0
     local = outer_enum.scan_child(first_dim) if outer_enum is not None else None
