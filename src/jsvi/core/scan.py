@@ -52,6 +52,7 @@ from jsvi.core.trace import Site
 from jsvi.errors import ArgumentError, ShapeError, SiteError
 
 __all__ = [
+    "SCAN_DECIDED_KEY",
     "SCAN_LENGTH_KEY",
     "SCAN_SUMMED_KEY",
     "ChainLayout",
@@ -61,6 +62,10 @@ __all__ = [
 
 #: ``site.infer`` key of a site recorded by ``scan``: the length of its time axis.
 SCAN_LENGTH_KEY = "_scan_length"
+
+#: ``site.infer`` key of an enumerated site of a ``scan`` whose values a chain
+#: reducer decided (``infer_discrete``): its value is the stacked decision.
+SCAN_DECIDED_KEY = "_scan_decided"
 
 #: ``site.infer`` key of a stacked site whose log-density an enumerated ``scan``
 #: already holds in its ``"_jsvi/scan/..."`` site; estimators skip it.
@@ -105,6 +110,12 @@ class ChainReducer(Protocol):
     def step(self, state: PyTree, sites: Sequence[Site]) -> PyTree: ...
 
     def finish(self, state: PyTree) -> Array: ...
+
+
+# A reducer whose ``has_step_outputs`` is true (read after ``start``) returns
+# ``(state, output)`` from ``step``; its ``decide(state, outputs)``, given the
+# outputs stacked over steps ``1 .. T-1``, returns the enumerated sites' values
+# (name -> array with a leading time axis), recorded as ``SCAN_DECIDED_KEY`` sites.
 
 
 class _Context(NamedTuple):
@@ -498,6 +509,7 @@ def _enumerated(
     layout = ChainLayout(prev, new, names, outer_enum.max_plate_nesting, outer)
     reducer = outer_enum.chain_reducer(layout)
     state0 = reducer.start(_sites(records0))
+    outputs = bool(getattr(reducer, "has_step_outputs", False))
     meta: list[list[_Record]] = []
 
     def body(carry: tuple, inp: tuple) -> tuple:
@@ -513,19 +525,22 @@ def _enumerated(
                 f"{list(got)}. Every step must enumerate the same sites."
             )
         state = reducer.step(state, _sites(records))
+        out = None
+        if outputs:
+            state, out = state
         user_new = jax.tree.map(lambda a, b: _shift(a, b, prev, new), user_new, carry0)
         y = jax.tree.map(lambda a, b: _shift(a, b, prev, new), y, y0)
         payload = [_payload(r, False) for r in records if _stackable(r)]
         payload = jax.tree.map(lambda a, b: _shift(a, b, prev, new), payload, payload0)
-        return (user_new, state), (y, payload)
+        return (user_new, state), (y, payload, out)
 
     payload0 = [_payload(r, False) for r in records0 if _stackable(r)]
     n = ctx.length
     if n == 1:
-        carry, state = carry0, state0
+        carry, state, outs = carry0, state0, None
         ys, stacked = _concat(y0, None), _concat(payload0, None)
     else:
-        (carry, state), (ys_rest, rest_payload) = jax.lax.scan(
+        (carry, state), (ys_rest, rest_payload, outs) = jax.lax.scan(
             body, (carry0, state0), (jnp.arange(1, n), rest)
         )
         _check_same_sites(records0, meta[0])
@@ -541,7 +556,29 @@ def _enumerated(
         )
     )
     _record_stacked(records0, stacked, n, summed=True)
+    if outputs:
+        _record_decided(records0, reducer.decide(state, outs), n)
     return carry, ys
+
+
+def _record_decided(records: list[_Record], values: dict, length: int) -> None:
+    for record in records:
+        msg = record.msg
+        if msg.name not in values:
+            continue
+        infer = {k: v for k, v in msg.infer.items() if k != ENUM_DIM_KEY}
+        infer.update({SCAN_LENGTH_KEY: length, SCAN_DECIDED_KEY: True})
+        infer[SCAN_SUMMED_KEY] = True
+        out = Message(
+            kind="sample",
+            name=msg.name,
+            fn=msg.fn,
+            value=values[msg.name],
+            infer=infer,
+            cond_indep_stack=msg.cond_indep_stack,
+        )
+        for h in record.applied:
+            h.postprocess(out)
 
 
 def _sites(records: list[_Record]) -> list[Site]:

@@ -49,11 +49,13 @@ class ForwardReducer:
 
     Args:
         layout: where the enumerated sites of the steps lie.
-        maximize: max-product instead of sum-product (reserved for MAP).
+        maximize: max-product instead of sum-product (the log-density of the
+            best path, for MAP assignments).
     """
 
-    def __init__(self, layout: ChainLayout):
+    def __init__(self, layout: ChainLayout, maximize: bool = False):
         self.layout = layout
+        self.maximize = maximize
         self.plates: dict[str, PlateInfo] = {}
         self.sizes: dict[int, int] = {}
 
@@ -123,7 +125,9 @@ class ForwardReducer:
         variables = {d: Variable(names[d], self.chain) for d in lay.prev_dims}
         free = {d: Variable(n, self.chain) for d, n in zip(lay.new_dims, lay.names)}
         free.update({d: Variable(f"(dim {d})", frozenset()) for d in self.free})
-        terms = contract_to_terms(factors, variables, self.plates, free)
+        terms = contract_to_terms(
+            factors, variables, self.plates, free, maximize=self.maximize
+        )
         rename = dict(zip(lay.new_dims, lay.prev_dims))
         return self._accumulate(terms, rename, jnp.zeros_like(alpha), extra)
 
@@ -131,7 +135,7 @@ class ForwardReducer:
         alpha, extra = state
         lay = self.layout
         axes = tuple(self.alpha_dims.index(d) for d in lay.prev_dims)
-        log = jax.nn.logsumexp(alpha, axis=axes)
+        log = (jnp.max if self.maximize else jax.nn.logsumexp)(alpha, axis=axes)
         dims = tuple(d for d in self.alpha_dims if d not in lay.prev_dims)
         inner = self._plate_dims(self.chain - lay.outer_plates)
         log, dims = _sum_dims(log, dims, inner)
@@ -199,6 +203,109 @@ def _aligned(log: Array, dims: tuple[int, ...], target: tuple[int, ...]) -> Arra
     kept = [dims[i] for i in order]
     shape = tuple(log.shape[kept.index(d)] if d in kept else 1 for d in target)
     return log.reshape(shape)
+
+
+class ChainDecider(ForwardReducer):
+    """Decide a chain's enumerated sites (``infer_discrete``): a forward pass
+    that keeps each step's pairwise table, then a backward pass that draws
+    (``temperature=1``, forward filtering, backward sampling) or maximizes
+    (``temperature=0``, Viterbi) each site given the one after it.
+
+    The forward messages are ``alpha_t(z_t) = reduce_{z_{t-1}} [alpha_{t-1} +
+    psi_t(z_{t-1}, z_t)]`` with ``reduce`` = logsumexp (or max), ``psi_t`` the
+    step's log-densities; backwards ``z_{T-1} ~ alpha_{T-1}`` and ``z_{t-1} ~
+    alpha_{t-1}(.) + psi_t(., z_t)`` (or the argmax). Linear in ``T``. It
+    decides only when the chain depends on no undecided enumerated site outside
+    it; otherwise it only sums the chain out, like ``ForwardReducer``.
+    """
+
+    def __init__(self, layout: ChainLayout, temperature: int, rng_key: Any):
+        super().__init__(layout, maximize=temperature == 0)
+        self.temperature = temperature
+        self.rng_key = jax.random.key(0) if rng_key is None else rng_key
+        if len(layout.names) != 1:
+            raise SiteError(
+                f"infer_discrete: jsvi.scan step enumerates {list(layout.names)}; "
+                "it decides chains of one enumerated site per step. Combine them "
+                "into one site (a Categorical over the joint values)."
+            )
+
+    def start(self, sites: Sequence[Site]) -> tuple[Array, Array]:
+        state = super().start(sites)
+        self.has_step_outputs = not self.free
+        self.pair_dims = tuple(
+            sorted(set(self.alpha_dims) | set(self.layout.new_dims))
+        )
+        return state
+
+    def step(self, state: tuple[Array, Array], sites: Sequence[Site]) -> tuple:
+        if not self.has_step_outputs:
+            return super().step(state, sites)
+        alpha, extra = state
+        factors = self._factors(sites)
+        lay = self.layout
+        free = {d: Variable(n, self.chain) for d, n in zip(lay.new_dims, lay.names)}
+        free.update({d: Variable(n, self.chain) for d, n in zip(lay.prev_dims, lay.names)})
+        terms = contract_to_terms(factors, {}, self.plates, free)
+        sizes = {d: self.sizes[p] for d, p in zip(lay.new_dims, lay.prev_dims)}
+        self.sizes.update(sizes)
+        psi = jnp.zeros(tuple(self.sizes[d] for d in self.pair_dims))
+        psi, extra = self._accumulate_pairs(terms, psi, extra)
+        (a_axis,) = [self.pair_dims.index(d) for d in lay.prev_dims]
+        joint = psi + jnp.expand_dims(alpha, self.pair_dims.index(lay.new_dims[0]))
+        reduce = jnp.max if self.temperature == 0 else jax.nn.logsumexp
+        new = reduce(joint, axis=a_axis)  # over (B, chain plates): rename B -> A
+        return (new, extra), (alpha, psi)
+
+    def _accumulate_pairs(self, terms: Sequence, psi: Array, extra: Array) -> tuple:
+        outer = self.layout.outer_plates
+        for term, ordinal in terms:
+            log, dims = term.log, term.dims
+            if ordinal >= self.chain:
+                log, dims = self._multiply_out(log, dims, ordinal - self.chain)
+                psi = psi + _aligned(log, dims, self.pair_dims)
+            else:
+                log, dims = self._multiply_out(log, dims, ordinal - outer)
+                extra = extra + _aligned(log, dims, self.extra_dims)
+        return psi, extra
+
+    def decide(self, state: tuple[Array, Array], outputs: Any) -> dict[str, Array]:
+        alpha_last, _ = state
+        lay = self.layout
+        axis = self.alpha_dims.index(lay.prev_dims[0])
+        b_axis = self.pair_dims.index(lay.new_dims[0])
+        a_axis = self.pair_dims.index(lay.prev_dims[0])
+
+        def pick(key: Any, logits: Array, ax: int) -> Array:
+            if self.temperature == 0:
+                return jnp.argmax(logits, axis=ax)
+            return jax.random.categorical(key, logits, axis=ax)
+
+        keys = jax.random.split(self.rng_key, 2)
+        last = pick(keys[0], alpha_last, axis)
+        if outputs is None:
+            path = last[None]
+        else:
+            alphas, psis = outputs
+
+            def back(z_next: Array, inp: tuple) -> tuple:
+                alpha, psi, key = inp
+                index = jnp.expand_dims(z_next, (a_axis, b_axis))
+                row = jnp.squeeze(jnp.take_along_axis(psi, index, b_axis), b_axis)
+                z = pick(key, alpha + row, axis)
+                return z, z
+
+            steps = alphas.shape[0]
+            xs = (alphas, psis, jax.random.split(keys[1], steps))
+            _, earlier = jax.lax.scan(back, last, xs, reverse=True)
+            path = jnp.concatenate([earlier, last[None]])
+        plate_dims = [d for d in self.alpha_dims if d not in lay.prev_dims]
+        low = min(plate_dims, default=-1)
+        shape = tuple(
+            path.shape[1 + plate_dims.index(d)] if d in plate_dims else 1
+            for d in range(low, 0)
+        )
+        return {lay.names[0]: path.reshape((path.shape[0],) + shape)}
 
 
 def forward_reducer(layout: ChainLayout) -> Any:
