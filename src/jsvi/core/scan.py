@@ -30,6 +30,9 @@ How the handlers around the call see the steps:
   the ``scale`` and ``mask`` around the call apply to it; the other sites of
   ``f`` are recorded stacked, marked ``infer["_scan_summed"]`` (their
   log-density is in that site). ``history`` must then be 0 or 1.
+* A reducer may also decide the enumerated sites (``infer_discrete``: Viterbi
+  or forward filtering with backward sampling); they are then recorded stacked,
+  marked ``infer["_scan_decided"]``.
 
 May import: ``jsvi.core.*``, ``jsvi._typing``, ``jsvi.errors``.
 """
@@ -493,8 +496,9 @@ def _enumerated(
     if outer_enum.chain_reducer is None:
         raise SiteError(
             f"sample site {names[0]!r}: marked for enumeration inside jsvi.scan, "
-            "which only TraceEnum_ELBO sums out. Use TraceEnum_ELBO, or sample the "
-            "site in the guide."
+            "which only TraceEnum_ELBO (and infer_discrete) sum out; "
+            "log_likelihood does not yet. Use TraceEnum_ELBO, or sample the site "
+            "in the guide."
         )
     if history > 1:
         raise ArgumentError(
