@@ -419,13 +419,13 @@ def scan(
     names = tuple(r.msg.name for r in records0 if ENUM_DIM_KEY in r.msg.infer)
     if names:
         return _enumerated(f, ctx, carry0, y0, records0, rest, names, first_dim, outer, history)
-    meta: list[list[_Record]] = []
+    meta: list[list[tuple[str, str]]] = []  # static: (kind, name) of each site
 
     def body(carry: PyTree, inp: tuple) -> tuple:
         t, x = inp
         local_t = outer_enum.scan_child(first_dim) if outer_enum is not None else None
         carry, y, records = _run_step(f, carry, x, t, ctx, local_t)
-        meta.append(records)
+        meta.append(_kinds(records))
         return carry, (y, [_payload(r) for r in records if _stackable(r)])
 
     payload0 = [_payload(r) for r in records0 if _stackable(r)]
@@ -441,9 +441,12 @@ def scan(
     return carry, ys
 
 
-def _check_same_sites(first: list[_Record], later: list[_Record]) -> None:
-    a = [(r.msg.kind, r.msg.name) for r in first]
-    b = [(r.msg.kind, r.msg.name) for r in later]
+def _kinds(records: list[_Record]) -> list[tuple[str, str]]:
+    return [(r.msg.kind, r.msg.name) for r in records]
+
+
+def _check_same_sites(first: list[_Record], later: list[tuple[str, str]]) -> None:
+    a, b = _kinds(first), later
     if a != b:
         raise SiteError(
             f"scan: the first step ran sites {a}, later steps {b}. Every step of "
@@ -514,14 +517,14 @@ def _enumerated(
     reducer = outer_enum.chain_reducer(layout)
     state0 = reducer.start(_sites(records0))
     outputs = bool(getattr(reducer, "has_step_outputs", False))
-    meta: list[list[_Record]] = []
+    meta: list[list[tuple[str, str]]] = []
 
     def body(carry: tuple, inp: tuple) -> tuple:
         user, state = carry
         t, x = inp
         local = outer_enum.scan_child(first_dim - m)
         user_new, y, records = _run_step(f, user, x, t, ctx, local)
-        meta.append(records)
+        meta.append(_kinds(records))
         got = tuple(r.msg.name for r in records if ENUM_DIM_KEY in r.msg.infer)
         if got != names:
             raise SiteError(
