@@ -327,3 +327,48 @@ def test_bad_arguments_are_errors():
         jsvi.scan(lambda c, x: (c, x), 0.0, jnp.zeros(3), history=-1)
     with pytest.raises(ShapeError, match="disagree"):
         jsvi.scan(lambda c, x: (c, x), 0.0, jnp.zeros(3), length=4)
+
+
+@jsvi.config_enumerate
+def switching(ys):
+    """An enumerated regime chain whose per-step continuous state the guide draws."""
+    _, trans, locs = _hmm_params()
+
+    def step(z, y):
+        z = jsvi.sample("z", dist.Categorical(trans[z]))
+        x = jsvi.sample("x", dist.Normal(locs[z], 1.0))
+        jsvi.sample("y", dist.Normal(x, 0.5), obs=y)
+        return z, None
+
+    jsvi.scan(step, 0, ys)
+
+
+def switching_guide(ys):
+    loc = jsvi.param("loc", jnp.zeros(ys.shape[0]))
+
+    def step(carry, loc_t):
+        jsvi.sample("x", dist.Normal(loc_t, 0.5))
+        return carry, None
+
+    jsvi.scan(step, 0, loc)
+
+
+def test_enumerated_chain_with_guide_drawn_states_equals_brute_force():
+    ys = jnp.array([0.1, 1.8, 2.2, -0.5])
+    params = {**_params(), "loc": jnp.array([0.0, 1.0, 2.0, -0.3])}
+    key = jax.random.key(3)
+    x = handlers.trace(
+        handlers.seed(handlers.substitute(switching_guide, data=params), key)
+    ).get_trace(ys)["x"].value
+    paths = jnp.asarray(list(itertools.product(range(K), repeat=4)))
+    prev = jnp.concatenate([jnp.zeros((paths.shape[0], 1), int), paths[:, :-1]], 1)
+    log_chain = jnp.sum(jnp.log(params["trans"][prev, paths]), 1) + jnp.sum(
+        dist.Normal(params["locs"][paths], 1.0).log_prob(x), 1
+    )
+    want = (
+        jax.nn.logsumexp(log_chain)
+        + jnp.sum(dist.Normal(x, 0.5).log_prob(ys))
+        - jnp.sum(dist.Normal(params["loc"], 0.5).log_prob(x))
+    )
+    got = jsvi.TraceEnum_ELBO().loss(key, params, switching, switching_guide, ys)
+    np.testing.assert_allclose(got, -want, rtol=RTOL)
