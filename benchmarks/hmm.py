@@ -1,6 +1,6 @@
-"""Step and compile time of ``TraceEnum_ELBO`` on a hidden Markov model written with
-``jsvi.markov``, against a hand-written JAX forward algorithm and NumPyro
-(``scan`` with funsor's ``TraceEnum_ELBO``), side by side in one run.
+"""Step time, compile time and memory of ``TraceEnum_ELBO`` on a hidden Markov
+model written with ``jsvi.scan``, against a hand-written JAX forward algorithm and
+NumPyro (``scan`` with funsor's ``TraceEnum_ELBO``), side by side in one run.
 
 Workload: an HMM with K hidden states and Gaussian emissions, N sequences in a
 plate, length T, data sampled from a known HMM. The parameters (transition
@@ -8,25 +8,29 @@ matrix, state means, emission scale) are model-side ``param``s and the guide is
 empty, so each step computes the exact log-likelihood (states summed out) and its
 gradient, then an optax Adam(1e-2) update. Every chain starts from state 0
 (``s_t ~ Categorical(trans[s_{t-1}])`` with ``s_{-1} = 0``). The first losses are
-compared as a check that the three compute the same thing; a contender whose
-first loss differs is flagged (``same_loss``) and its time is no comparison. At
-the time of writing the NumPyro model below does not reproduce the forward
-algorithm's loss (it differs already at T = 2), so its column is not a
-like-for-like comparison.
+compared as a check that the contenders compute the same thing; a contender whose
+first loss differs is flagged (``same_loss``) and its time is no comparison. With
+the NumPyro and funsor versions installed here, NumPyro's ``scan`` under
+``TraceEnum_ELBO`` does not reproduce the forward algorithm's loss (it differs
+already at T = 2, while NumPyro's own ``markov`` loop agrees), so its column is
+flagged.
 
-The issue's workload is K = 8, N = 64, T = 1,000. ``jsvi.markov`` is a Python
-loop, so its compile time grows with T (about 30 s for the gradient at T = 200 on
-this 2-core CPU); the default here is K = 8, N = 64, T = 100, with compile times
-also at T = 50. ``jsvi.scan`` (one ``lax.scan``, compile time independent of T)
-is not available yet.
+Rows: the issue's workload, K = 8, N = 64, T = 1,000 (``jsvi.scan``, the
+hand-written forward algorithm, NumPyro); then scaling rows for ``jsvi.scan`` and
+the hand-written algorithm at T = 100 and T = 10,000 with the compile time
+(trace, lower and compile of one update) and XLA's memory analysis of the
+compiled update (``temp`` bytes: the working memory, residuals for the gradient
+included). ``--markov`` adds the ``jsvi.markov`` Python-loop model (its compile
+time grows with T; use it with ``--length 100`` or less).
 
-Usage: ``python benchmarks/hmm.py [--smoke] [--out DIR] [--length T]``.
+Usage: ``python benchmarks/hmm.py [--smoke] [--out DIR] [--length T] [--markov]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -97,12 +101,7 @@ def jsvi_model_for(k: int):
 
 
 def jsvi_contender(k: int, ys: jax.Array):
-    svi = jsvi.SVI(
-        jsvi_model_for(k),
-        empty_guide,
-        optax.adam(1e-2),
-        jsvi.TraceEnum_ELBO(max_plate_nesting=1),
-    )
+    svi = jsvi_svi(jsvi_model_for(k))
     box = {"state": jsvi.svi_init(svi, jax.random.key(0), ys)}
 
     def step():
@@ -110,6 +109,50 @@ def jsvi_contender(k: int, ys: jax.Array):
         return loss
 
     return step
+
+
+def jsvi_scan_model_for(k: int):
+    start = start_params(k)
+
+    def model(ys):
+        trans = jsvi.param("trans", start["trans"], constraints.simplex)
+        locs = jsvi.param("locs", start["locs"])
+        scale = jsvi.param("scale", start["scale"], constraints.positive)
+
+        def step(s, y):
+            s = jsvi.sample(
+                "s", dist.Categorical(trans[s]), infer={"enumerate": "parallel"}
+            )
+            jsvi.sample("y", dist.Normal(locs[s], scale), obs=y)
+            return s, None
+
+        with jsvi.plate("sequences", ys.shape[0]):
+            jsvi.scan(step, jnp.zeros(ys.shape[0], jnp.int32), ys.T)
+
+    return model
+
+
+def jsvi_svi(model):
+    return jsvi.SVI(
+        model, empty_guide, optax.adam(1e-2), jsvi.TraceEnum_ELBO(max_plate_nesting=1)
+    )
+
+
+def jsvi_scan_contender(k: int, ys: jax.Array):
+    svi = jsvi_svi(jsvi_scan_model_for(k))
+    box = {"state": jsvi.svi_init(svi, jax.random.key(0), ys)}
+
+    def step():
+        box["state"], loss = jsvi.svi_update(svi, box["state"], ys)
+        return loss
+
+    return step
+
+
+def jsvi_scan_lowered(k: int, ys: jax.Array):
+    svi = jsvi_svi(jsvi_scan_model_for(k))
+    state = jsvi.svi_init(svi, jax.random.key(0), ys)
+    return jax.jit(jsvi.svi_update, static_argnums=0).lower(svi, state, ys)
 
 
 # --- hand-written forward algorithm -----------------------------------------------
@@ -131,7 +174,7 @@ def forward_nll(params: dict, ys: jax.Array) -> jax.Array:
     return -jnp.sum(jax.nn.logsumexp(alpha, -1))
 
 
-def handwritten_contender(k: int, ys: jax.Array):
+def _handwritten_update(k: int):
     start = start_params(k)
     params = {
         "trans_logits": jnp.log(start["trans"]),
@@ -146,7 +189,12 @@ def handwritten_contender(k: int, ys: jax.Array):
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    box = {"params": params, "opt": opt.init(params)}
+    return update, params, opt.init(params)
+
+
+def handwritten_contender(k: int, ys: jax.Array):
+    update, params, opt_state = _handwritten_update(k)
+    box = {"params": params, "opt": opt_state}
 
     def step():
         box["params"], box["opt"], loss = update(box["params"], box["opt"], ys)
@@ -212,13 +260,15 @@ def first_call(step) -> tuple[float, float]:
     return loss, time.perf_counter() - t0
 
 
-def bench(k: int, n: int, length: int, blocks: int, calls: int) -> dict:
+def bench(k: int, n: int, length: int, blocks: int, calls: int, markov: bool) -> dict:
     ys = make_data(k, n, length, jax.random.key(length))
     makers = {
-        "jsvi_markov": jsvi_contender,
+        "jsvi_scan": jsvi_scan_contender,
         "handwritten": handwritten_contender,
         "numpyro_scan": numpyro_contender,
     }
+    if markov:
+        makers["jsvi_markov"] = jsvi_contender
     contenders, first_loss, compile_s = {}, {}, {}
     for name, make in makers.items():
         t0 = time.perf_counter()
@@ -226,7 +276,7 @@ def bench(k: int, n: int, length: int, blocks: int, calls: int) -> dict:
         if step is None:
             continue
         first_loss[name], seconds = first_call(step)
-        compile_s[name] = seconds + (time.perf_counter() - t0 - seconds)
+        compile_s[name] = time.perf_counter() - t0
         contenders[name] = step
     stats = interleaved(contenders, blocks=blocks, calls=calls)
     ref = first_loss["handwritten"]
@@ -251,19 +301,73 @@ def bench(k: int, n: int, length: int, blocks: int, calls: int) -> dict:
     }
 
 
+def _compiled(lowered_fn) -> tuple[Any, float, dict]:
+    t0 = time.perf_counter()
+    compiled = lowered_fn().compile()
+    seconds = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    keys = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")
+    memory = {key: int(getattr(mem, key, 0) or 0) for key in keys} if mem else {}
+    return compiled, seconds, memory
+
+
+def scaling(k: int, n: int, length: int, calls: int) -> dict:
+    """Compile time, compiled memory and step time of one update at length T."""
+    ys = make_data(k, n, length, jax.random.key(length))
+    out = {"workload": f"HMM K={k} N={n} T={length}", "T": length}
+    svi = jsvi_svi(jsvi_scan_model_for(k))
+    state = jsvi.svi_init(svi, jax.random.key(0), ys)
+    jitted = jax.jit(jsvi.svi_update, static_argnums=0)
+    update, params, opt_state = _handwritten_update(k)
+    runs = {
+        "jsvi_scan": (lambda: jitted.lower(svi, state, ys), (state, ys), 1),
+        "handwritten": (
+            lambda: update.lower(params, opt_state, ys),
+            (params, opt_state, ys),
+            2,
+        ),
+    }
+    for name, (lower, args, which) in runs.items():
+        compiled, seconds, memory = _compiled(lower)
+
+        def call(compiled=compiled, args=args, which=which):
+            return compiled(*args)[which]
+
+        loss = float(jax.block_until_ready(call()))
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            jax.block_until_ready(call())
+            times.append(time.perf_counter() - t0)
+        out[name] = {
+            "compile_s": seconds,
+            "memory_bytes": memory,
+            "median_step_s": float(np.median(times)),
+            "first_loss": loss,
+        }
+    ref = out["handwritten"]["first_loss"]
+    out["loss_rel_diff"] = abs(out["jsvi_scan"]["first_loss"] - ref) / abs(ref)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     parser.add_argument("--out", default=None, help="results folder (default results/)")
-    parser.add_argument("--length", type=int, default=100, help="T (default 100)")
+    parser.add_argument("--length", type=int, default=1000, help="T (default 1000)")
+    parser.add_argument("--markov", action="store_true", help="add jsvi.markov")
     opts = parser.parse_args()
     if opts.smoke:
-        k, n, lengths, blocks, calls = 3, 4, (6,), 2, 3
+        k, n, length, blocks, calls = 3, 4, 6, 2, 3
+        scale_lengths, markov = (6, 12), True
     else:
-        k, n, lengths, blocks, calls = 8, 64, (50, opts.length), 5, 10
-    rows = [bench(k, n, t, blocks, calls) for t in lengths]
+        k, n, length, blocks, calls = 8, 64, opts.length, 5, 8
+        scale_lengths, markov = (100, 10_000), opts.markov
+    rows = [bench(k, n, length, blocks, calls, markov)]
+    scale_rows = [scaling(k, n, t, 3) for t in scale_lengths]
     print(
-        f"{'workload':<24}{'contender':>14}{'init+compile s':>16}{'ms/step':>10}{'iqr ms':>9}{'x hand':>8}"
+        f"{'workload':<24}{'contender':>14}{'init+compile s':>16}{'ms/step':>10}"
+        f"{'iqr ms':>9}{'x hand':>8}"
     )
     for r in rows:
         for name, s in r["steady"].items():
@@ -277,12 +381,26 @@ def main() -> None:
             for k, v in r["loss_rel_diff_vs_handwritten"].items()
         )
         print(f"{'':<24}first losses vs hand-written (relative): {diffs}")
+    print(
+        f"\n{'scaling':<24}{'contender':>14}{'compile s':>11}{'temp MiB':>10}"
+        f"{'ms/step':>10}"
+    )
+    for r in scale_rows:
+        for name in ("jsvi_scan", "handwritten"):
+            c = r[name]
+            temp = c["memory_bytes"].get("temp_size_in_bytes", 0) / 2**20
+            print(
+                f"{r['workload']:<24}{name:>14}{c['compile_s']:>11.2f}{temp:>10.2f}"
+                f"{1e3 * c['median_step_s']:>10.1f}"
+            )
+        print(f"{'':<24}loss relative difference: {r['loss_rel_diff']:.1e}")
     payload = {
         "context": context(),
         "smoke": opts.smoke,
-        "sizes": {"K": k, "N": n, "T": list(lengths)},
+        "sizes": {"K": k, "N": n, "T": length, "scaling_T": list(scale_lengths)},
         "keys": "data: jax.random.key(T); init: jax.random.key(0)",
         "rows": rows,
+        "scaling": scale_rows,
     }
     path = write("hmm" + ("-smoke" if opts.smoke else ""), payload, opts.out)
     print(f"wrote {path}")

@@ -22,6 +22,7 @@ from jsvi.core.local_params import subsample
 from jsvi.core.markov import markov
 from jsvi.core.plates import plate_stack
 from jsvi.core.primitives import deterministic, factor, param, plate, prng_key, sample
+from jsvi.core.scan import scan
 from jsvi.core.trace import Site, Trace, format_shapes
 from jsvi.distributions import enable_validation
 from jsvi.distributions.kl import kl_divergence
@@ -88,6 +89,7 @@ __all__ = [
     "reparam",
     "sample",
     "save_state",
+    "scan",
     "svi_init",
     "svi_run",
     "svi_update",

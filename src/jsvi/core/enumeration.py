@@ -1,4 +1,4 @@
-"""Parallel enumeration of discrete sample sites: the ``enum`` handler.
+"""Enumeration of discrete sample sites: the ``enum`` handler.
 
 A site marked ``infer={"enumerate": "parallel"}`` that has no value yet gets its
 whole support as its value, laid out along a fresh batch dim to the left of every
@@ -17,6 +17,10 @@ run while some enumerated site is visible records which site each dim stands
 for, as ``infer["_enumerate_live"]`` (dim -> site name); estimators read a
 site's enumeration dims through that record.
 
+A site marked ``infer={"enumerate": "sequential"}`` is not laid out along a dim:
+it takes one value of its support, chosen by ``sequential_values``, and
+``TraceEnum_ELBO`` runs the model once per value and sums the runs.
+
 The handler also checks what enumeration needs: the site has a finite support,
 its batch shape leaves room for the new dim, the support is not too large, and no
 site sits in more vectorized plates than ``max_plate_nesting`` allows.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from jsvi._typing import ModelFn, Shape
@@ -40,6 +45,7 @@ __all__ = [
     "ENUM_DIM_KEY",
     "ENUM_LIVE_KEY",
     "MARKOV_KIND",
+    "SEQUENTIAL_SIZE_KEY",
     "enum",
     "support_size",
 ]
@@ -50,6 +56,10 @@ ENUM_DIM_KEY = "_enumerate_dim"
 #: Key of ``site.infer`` that maps each enumeration dim visible to the site to the
 #: name of the enumerated site it stands for at that point of the run.
 ENUM_LIVE_KEY = "_enumerate_live"
+
+#: Key of ``site.infer`` that marks a site summed out one value at a time
+#: (``"sequential"``): the size of its support.
+SEQUENTIAL_SIZE_KEY = "_sequential_size"
 
 #: ``Message.kind`` of the step messages ``jsvi.markov`` sends: ``args`` is
 #: ``(action, token, history)`` with action ``"enter"``, ``"step"`` or ``"exit"``.
@@ -113,6 +123,16 @@ class enum(Handler):
             ``-first_available_dim - 1``.
         max_enum_size: the largest ``support size * prod(batch_shape)`` one
             enumerated site may have.
+        chain_reducer: how ``jsvi.scan`` sums enumerated sites out of its steps:
+            a callable ``ChainLayout -> reducer`` (see ``jsvi.core.scan``);
+            ``TraceEnum_ELBO`` gives the forward algorithm. Without one, an
+            enumerated site inside ``jsvi.scan`` is an error.
+        sequential_values: for sites marked ``"sequential"``: a dict site name ->
+            index into the support (an int array); the site takes that one value
+            (every element of its batch alike) and is marked
+            ``infer["_sequential_size"]`` (its support size). A site missing from
+            the dict takes index 0. ``None``: a sequential site is an error (only
+            ``TraceEnum_ELBO`` sums them out, one value at a time).
 
     Raises:
         SiteError: a site marked for enumeration has no finite support, or asks
@@ -139,6 +159,8 @@ class enum(Handler):
         first_available_dim: int | None = None,
         max_plate_nesting: int | None = None,
         max_enum_size: int = DEFAULT_MAX_ENUM_SIZE,
+        chain_reducer: Any = None,
+        sequential_values: Any = None,
     ):
         super().__init__(fn)
         if first_available_dim is None and max_plate_nesting is None:
@@ -176,6 +198,28 @@ class enum(Handler):
         self.first_available_dim = first_available_dim
         self.max_plate_nesting = max_plate_nesting
         self.max_enum_size = max_enum_size
+        self.chain_reducer = chain_reducer
+        self.sequential_values = sequential_values
+
+    def scan_first_dim(self) -> int:
+        """The dim right of which every dim in use lies: ``jsvi.scan`` lays the
+        enumerated sites of its steps out from here leftwards."""
+        live = list(getattr(self, "_live", {}))
+        return min(live + [self.first_available_dim + 1]) - 1
+
+    def scan_child(self, first_available_dim: int) -> enum:
+        """A fresh ``enum`` for one step of ``jsvi.scan``: it sees this handler's
+        enumerated sites, and enumerates the step's sites from
+        ``first_available_dim`` leftwards."""
+        child = enum(
+            None,
+            first_available_dim=first_available_dim,
+            max_plate_nesting=self.max_plate_nesting,
+            max_enum_size=self.max_enum_size,
+        )
+        child._on_enter()
+        child._live = dict(getattr(self, "_live", {}))
+        return child
 
     def _on_enter(self) -> enum:
         self._live: dict[int, str] = {}
@@ -192,13 +236,16 @@ class enum(Handler):
         self._check_plates(msg)
         strategy = msg.infer.get("enumerate")
         if strategy is not None and msg.value is None and not msg.is_observed:
-            if strategy != "parallel":
+            if strategy == "sequential":
+                self._sequential(msg)
+            elif strategy != "parallel":
                 raise SiteError(
                     f"sample site {msg.name!r}: infer['enumerate']={strategy!r} is not "
                     "supported. Use 'parallel' (every value at once, along a batch "
-                    "dim), or remove the option to sample the site."
+                    "dim) or 'sequential', or remove the option to sample the site."
                 )
-            self._enumerate(msg)
+            else:
+                self._enumerate(msg)
         if self._live:
             msg.infer = {**msg.infer, ENUM_LIVE_KEY: dict(self._live)}
 
@@ -268,6 +315,32 @@ class enum(Handler):
         for chain in self._chains:
             if chain[2]:
                 chain[2][-1].append(name)
+
+    def _sequential(self, msg: Message) -> None:
+        """Give a sequential site the one support value ``sequential_values`` picks."""
+        fn, name = msg.fn, msg.name
+        if self.sequential_values is None:
+            raise SiteError(
+                f"sample site {name!r}: marked infer={{'enumerate': 'sequential'}}, "
+                "which only TraceEnum_ELBO sums out. Use TraceEnum_ELBO, or mark the "
+                "site 'parallel'."
+            )
+        if not getattr(fn, "has_enumerate_support", False):
+            raise SiteError(
+                f"sample site {name!r}: marked infer={{'enumerate': 'sequential'}}, "
+                f"but {type(_unwrap(fn)).__name__} has no finite support to "
+                "enumerate. Remove the option, or use a discrete distribution."
+            )
+        values = fn.enumerate_support(expand=False)
+        size = int(values.shape[0])
+        index = self.sequential_values.get(name, 0)
+        shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+        value = values.reshape((size,) + tuple(fn.event_shape))[index]
+        batch = tuple(fn.batch_shape)
+        msg.value = jnp.broadcast_to(
+            value.reshape((1,) * len(batch) + tuple(fn.event_shape)), shape
+        )
+        msg.infer = {**msg.infer, SEQUENTIAL_SIZE_KEY: size}
 
     def _check_size(self, name: str, size: int, batch_shape: Shape) -> None:
         total = size * math.prod(batch_shape)

@@ -153,6 +153,12 @@ _UNROLL_MAX = 16
 
 
 def _summed_size(x: Array, axes: tuple[int, ...]) -> int:
+    """How many values are summed; past ``_UNROLL_MAX`` when the summed axes are
+    not the leading ones (there, slicing would transpose the whole array first:
+    a chain's forward step, summing the middle axis of (K, K, N), ran 1.3x
+    slower than the reduction)."""
+    if tuple(axes) != tuple(range(len(axes))):
+        return _UNROLL_MAX + 1
     return math.prod(x.shape[a] for a in axes)
 
 

@@ -24,6 +24,7 @@ from jsvi import constraints
 from jsvi._typing import is_concrete, shape_of
 from jsvi.core.primitives import FactorDensity
 from jsvi.core.runtime import CondIndepStackFrame
+from jsvi.core.scan import SCAN_LENGTH_KEY
 from jsvi.core.trace import Site, Trace, site_log_prob
 from jsvi.distributions import (
     Delta,
@@ -154,7 +155,7 @@ def _check_batch_dims(role: str, site: Site) -> None:
     plate_dims = {f.dim for f in site.cond_indep_stack if f.vectorized}
     for i, size in enumerate(batch_shape):
         dim = i - len(batch_shape)
-        if size == 1 or dim in plate_dims:
+        if size == 1 or dim in plate_dims or (i == 0 and SCAN_LENGTH_KEY in site.infer):
             continue
         raise ShapeError(
             f"{role} site {site.name!r}: batch_shape {batch_shape} has size {size} at "

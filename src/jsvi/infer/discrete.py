@@ -12,16 +12,21 @@ ones draws from the joint posterior; maximizing the max-marginal given the
 earlier ones gives a joint MAP assignment (Viterbi along a ``markov`` chain).
 
 Cost: one run of the model and one contraction per enumerated site, so
-quadratic in the length of a chain. It is meant for serving a fitted model,
-not for the training loop.
+quadratic in the length of a ``markov`` chain. A chain written with
+``jsvi.scan`` is decided inside its loop instead, linear in its length
+(``jsvi.infer._scan_enum.ChainDecider``: forward filtering with backward
+sampling, or Viterbi), once the enumerated sites it depends on outside the
+loop are decided. It is meant for serving a fitted model, not for the
+training loop.
 
 May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``,
-``jsvi.infer.traceenum_elbo``.
+``jsvi.infer._scan_enum``, ``jsvi.infer.traceenum_elbo``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -30,6 +35,7 @@ import jax.numpy as jnp
 from jsvi._typing import Array, ModelFn, PRNGKey
 from jsvi.core.enumeration import ENUM_DIM_KEY, ENUM_LIVE_KEY, enum
 from jsvi.core.handlers import block, seed, substitute, trace
+from jsvi.core.scan import SCAN_DECIDED_KEY, SCAN_SUMMED_KEY
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import ArgumentError, SiteError
 from jsvi.infer._contract import PlateInfo, Variable, contract_to_terms, to_factor
@@ -41,6 +47,7 @@ from jsvi.infer._enum_factors import (
     _ordinal,
     _relabel,
 )
+from jsvi.infer._scan_enum import ChainDecider
 from jsvi.infer.traceenum_elbo import guess_max_plate_nesting
 
 __all__ = ["infer_discrete"]
@@ -131,12 +138,18 @@ def infer_discrete(
             nesting = -first_available_dim - 1
         values: dict[str, Array] = {}
         while True:
+            chain_key = jax.random.fold_in(draw_key, 1_000_000 + len(values))
             tr = trace(
                 enum(
                     seed(substitute(fn, data=dict(values)), model_key),
                     max_plate_nesting=nesting,
+                    chain_reducer=partial(ChainDecider, temperature=temperature,
+                                          rng_key=chain_key),
                 )
             ).get_trace(*args, **kwargs)
+            for n, s in tr.sample_sites().items():
+                if SCAN_DECIDED_KEY in s.infer:
+                    values[n] = s.value
             pending = [
                 n for n, s in tr.latent_sites().items() if ENUM_DIM_KEY in s.infer
             ]
@@ -187,6 +200,8 @@ def _log_table(tr: Trace, name: str, nesting: int, maximize: bool) -> Array:
     plates: dict[str, PlateInfo] = {}
     factors = []
     for site_name, site in tr.sample_sites().items():
+        if SCAN_SUMMED_KEY in site.infer:
+            continue  # in its jsvi.scan's summed-out site
         for f in site.cond_indep_stack:
             if f.vectorized:
                 plates[f.name] = PlateInfo(f.dim, f.subsample_size, 1.0)

@@ -108,7 +108,10 @@ class ELBO:
         name_of = type(self).__name__
         latent = guide_tr.latent_sites()
         for name, site in model_tr.latent_sites().items():
-            if name not in latent and site.infer.get("enumerate") == "parallel":
+            if name not in latent and site.infer.get("enumerate") in (
+                "parallel",
+                "sequential",
+            ):
                 raise SiteError(
                     f"model site {name!r}: marked for enumeration and absent from the "
                     f"guide, but {name_of} does not enumerate: it would draw the site "

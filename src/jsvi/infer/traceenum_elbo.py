@@ -2,14 +2,15 @@
 averaged exactly (guide side) by parallel enumeration.
 
 May import: ``jsvi.infer.elbo``, ``jsvi.infer.costs``, ``jsvi.infer.traces``,
-``jsvi.infer._contract``,
-``jsvi.infer._enum_factors``, ``jsvi.core``
+``jsvi.infer._contract``, ``jsvi.infer._enum_factors``, ``jsvi.infer._enum_checks``,
+``jsvi.infer._scan_enum``, ``jsvi.core``
 (``core.enumeration`` included).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -21,10 +22,12 @@ from jsvi.core.enumeration import (
     DEFAULT_MAX_ENUM_SIZE,
     ENUM_DIM_KEY,
     ENUM_LIVE_KEY,
+    SEQUENTIAL_SIZE_KEY,
     enum,
 )
 from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Message
+from jsvi.core.scan import SCAN_SUMMED_KEY
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import ArgumentError, ShapeError, SiteError
 from jsvi.infer._contract import (
@@ -35,6 +38,7 @@ from jsvi.infer._contract import (
     to_factor,
     to_positional,
 )
+from jsvi.infer._enum_checks import check_distinct_guide_dims, check_enum_model_guide
 from jsvi.infer._enum_factors import (
     _LABEL_BASE,
     _common_scale,
@@ -46,6 +50,7 @@ from jsvi.infer._enum_factors import (
     _relabel,
     _weigh,
 )
+from jsvi.infer._scan_enum import forward_reducer
 from jsvi.infer.costs import elementwise_frames, sum_to_dims
 from jsvi.infer.elbo import (
     ELBO,
@@ -56,7 +61,6 @@ from jsvi.infer.elbo import (
 )
 from jsvi.infer.traces import (
     MODEL_KEY_OFFSET,
-    check_model_guide,
     feasible_draws,
     located,
 )
@@ -131,67 +135,6 @@ class _Cost(NamedTuple):
     value: Array
     ordinal: frozenset
     name: str
-
-
-def _check_distinct_guide_dims(guide_enum: Mapping[str, int]) -> None:
-    seen: dict[int, str] = {}
-    for name, dim in guide_enum.items():
-        if dim in seen:
-            raise SiteError(
-                f"guide sites {seen[dim]!r} and {name!r}: enumerated in the guide "
-                f"along the same dim {dim} (inside jsvi.markov, which reuses dims). "
-                "Guide-side enumeration does not recycle dims: enumerate the chain "
-                "in the model (leave it out of the guide), or drop jsvi.markov "
-                "from the guide."
-            )
-        seen[dim] = name
-
-
-def _check_enum_model_guide(
-    model_tr: Trace, guide_tr: Trace, guide_enum: Mapping[str, int], nesting: int
-) -> None:
-    for name in guide_enum:
-        m_site = model_tr.sample_sites().get(name)
-        if m_site is not None and m_site.is_observed:
-            raise SiteError(
-                f"guide site {name!r}: enumerated in the guide, but the model observes "
-                "it. A guide describes latent variables only: remove the site (or its "
-                "'enumerate' option) from the guide."
-            )
-    check_model_guide(model_tr, guide_tr, check_shapes=False)
-    if guide_enum:
-        return
-    model_sites = model_tr.sample_sites()
-    for name, g_site in guide_tr.latent_sites().items():
-        m_site = model_sites.get(name)
-        if m_site is not None:
-            _check_broadcast_value(name, m_site.fn, g_site.value, nesting)
-
-
-def _check_broadcast_value(name: str, fn: Any, value: Any, nesting: int) -> None:
-    """A guide's value must have the model's shape, except that it may lack (or
-    have size 1 at) enumeration dims, left of the ``nesting`` plate dims: the
-    model's distribution depends on an enumerated site there, and the value
-    broadcasts against it."""
-    batch, event = tuple(fn.batch_shape), tuple(fn.event_shape)
-    got = shape_of(value)
-    n_event = len(event)
-    got_batch = got[: len(got) - n_event]
-    fits = got[len(got) - n_event :] == event and len(got_batch) <= len(batch)
-    for d in range(-len(batch), 0):
-        if not fits:
-            break
-        size = got_batch[d] if len(got_batch) >= -d else 1
-        fits = size == batch[d] or (size == 1 and -d > nesting)
-    if not fits:
-        raise ShapeError(
-            f"sample site {name!r}: the guide draws values of shape {got}, but "
-            f"the model's distribution has batch_shape {batch} and event_shape "
-            f"{event} (value shape {batch + event}; enumeration dims, left of the "
-            f"{nesting} plate dims, may be left out). Make the two agree: use the "
-            "same plates in model and guide, and .expand(...)/.to_event(n) where a "
-            "site holds several values."
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,6 +309,20 @@ class TraceEnum_ELBO(ELBO):
                 max_enum_size=self.max_enum_size,
             )
         ).get_trace(*args, **kwargs)
+        model_tr = self._run_model(rng_key, param_fn, model, guide_tr, args, kwargs)
+        return model_tr, guide_tr
+
+    def _run_model(
+        self,
+        rng_key: PRNGKey,
+        param_fn: ParamFn,
+        model: ModelFn,
+        guide_tr: Trace,
+        args: tuple,
+        kwargs: Mapping[str, Any],
+        sequential: Mapping[str, Array] | None = None,
+    ) -> Trace:
+        nesting = int(self.max_plate_nesting or 0)
         used = [
             s.infer[ENUM_DIM_KEY]
             for s in guide_tr.latent_sites().values()
@@ -373,7 +330,7 @@ class TraceEnum_ELBO(ELBO):
         ]
         first = min(used) - 1 if used else -(nesting + 1)
         model_key = jax.random.fold_in(rng_key, MODEL_KEY_OFFSET)
-        model_tr = trace(
+        return trace(
             enum(
                 located(
                     replay(
@@ -385,9 +342,52 @@ class TraceEnum_ELBO(ELBO):
                 first_available_dim=first,
                 max_plate_nesting=nesting,
                 max_enum_size=self.max_enum_size,
+                chain_reducer=forward_reducer,
+                sequential_values=dict(sequential or {}),
             )
         ).get_trace(*args, **kwargs)
-        return model_tr, guide_tr
+
+    def _sequential_total(
+        self,
+        rng_key: PRNGKey,
+        param_fn: ParamFn,
+        model: ModelFn,
+        model_tr: Trace,
+        guide_tr: Trace,
+        guide_enum: Mapping[str, int],
+        args: tuple,
+        kwargs: Mapping[str, Any],
+    ) -> Array | None:
+        """``log sum_a exp(model terms at a)`` over the joint values ``a`` of the
+        sequential sites, one value at a time (``lax.map``); None without any."""
+        sizes = {
+            n: s.infer[SEQUENTIAL_SIZE_KEY]
+            for n, s in model_tr.latent_sites().items()
+            if SEQUENTIAL_SIZE_KEY in s.infer
+        }
+        if not sizes:
+            return None
+        for name in sizes:
+            plates = sorted(_ordinal(model_tr[name]))
+            if plates or guide_enum:
+                raise SiteError(
+                    f"sample site {name!r}: enumerated 'sequential' "
+                    + (f"inside plates {plates}" if plates else "with guide-side "
+                       f"enumeration ({sorted(guide_enum)})")
+                    + ". Sequential enumeration sums whole model runs, one value of "
+                    "a global site at a time: mark this site 'parallel', or move it "
+                    "out of the plates."
+                )
+
+        def one(flat: Array) -> Array:
+            index = jnp.unravel_index(flat, tuple(sizes.values()))
+            values = dict(zip(sizes, index))
+            tr = self._run_model(rng_key, param_fn, model, guide_tr, args, kwargs, values)
+            costs = self._model_costs(tr, guide_tr, {})
+            return sum((jnp.sum(c.value) for c in costs), jnp.zeros(()))
+
+        total = math.prod(sizes.values())
+        return jax.nn.logsumexp(jax.lax.map(one, jnp.arange(total)))
 
     def particle(
         self,
@@ -412,11 +412,18 @@ class TraceEnum_ELBO(ELBO):
             for n, s in guide_latent.items()
             if ENUM_DIM_KEY in s.infer
         }
-        _check_distinct_guide_dims(guide_enum)
-        _check_enum_model_guide(
+        check_distinct_guide_dims(guide_enum)
+        check_enum_model_guide(
             model_tr, guide_tr, guide_enum, int(self.max_plate_nesting or 0)
         )
-        model_costs = self._model_costs(model_tr, guide_tr, guide_enum)
+        sequential = self._sequential_total(
+            rng_key, param_fn, model, model_tr, guide_tr, guide_enum, args, kwargs
+        )
+        model_costs = (
+            self._model_costs(model_tr, guide_tr, guide_enum)
+            if sequential is None
+            else [_Cost(sequential, frozenset(), "(sequential sites summed out)")]
+        )
         guide_costs, weights = [], {}
         for n, s in guide_latent.items():
             log_q = _log_density(s, guide_enum.get(n))
@@ -448,7 +455,11 @@ class TraceEnum_ELBO(ELBO):
         self, model_tr: Trace, guide_tr: Trace, guide_enum: Mapping[str, int]
     ) -> list[_Cost]:
         """The model's log-density as plated log-terms, enumerated sites summed out."""
-        sites = model_tr.sample_sites()
+        sites = {
+            n: s
+            for n, s in model_tr.sample_sites().items()
+            if SCAN_SUMMED_KEY not in s.infer  # in the scan's summed-out site
+        }
         enumerated = {
             n: s for n, s in model_tr.latent_sites().items() if ENUM_DIM_KEY in s.infer
         }

@@ -227,7 +227,10 @@ def check_model_guide(
             f"Remove obs=... from the guide's {name!r}; observe it in the model."
         )
     for name, site in model_tr.latent_sites().items():
-        if name not in guide_latent and site.infer.get("enumerate") != "parallel":
+        if name not in guide_latent and site.infer.get("enumerate") not in (
+            "parallel",
+            "sequential",
+        ):
             raise ModelGuideMismatchError(
                 f"model site {name!r}: latent in the model but missing from the guide. "
                 f"Add jsvi.sample({name!r}, ...) to the guide, observe it in the model "

@@ -1,0 +1,313 @@
+"""The forward algorithm that sums enumerated sites out of a ``jsvi.scan``.
+
+``ForwardReducer`` is the ``chain_reducer`` that ``TraceEnum_ELBO`` gives its
+``enum`` handler (see ``jsvi.core.scan``). It carries the log filter message
+
+.. math::
+    \\alpha_t(z_t) = \\log \\sum_{z_{0:t-1}} p(z_{0:t}, x_{0:t})
+
+through the loop: each step's site log-densities and :math:`\\alpha_{t-1}`
+(over the step before's enumerated dims) go into the plated contraction of
+``jsvi.infer._contract``, which sums the step before's sites out and keeps the
+current ones. Terms in plates inside the step are multiplied out (summed over
+their plate dims) into the chain's plates; terms that do not depend on the
+chain go to a separate running sum. ``finish`` sums the last step's sites out
+and the chain's own plates (those inside the step), leaving one log-density
+per element of the plates around the ``scan`` call.
+
+May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jsvi._typing import Array
+from jsvi.core.enumeration import ENUM_DIM_KEY
+from jsvi.core.scan import ChainLayout
+from jsvi.core.trace import Site
+from jsvi.errors import SiteError
+from jsvi.infer._contract import (
+    Factor,
+    PlateInfo,
+    Variable,
+    contract_to_terms,
+    to_factor,
+    to_positional,
+)
+from jsvi.infer._enum_factors import _log_density, _masked, _ordinal
+
+__all__ = ["ForwardReducer"]
+
+
+class ForwardReducer:
+    """Sum a first-order chain of enumerated steps out (``jsvi.scan``).
+
+    Args:
+        layout: where the enumerated sites of the steps lie.
+        maximize: max-product instead of sum-product (the log-density of the
+            best path, for MAP assignments).
+    """
+
+    def __init__(self, layout: ChainLayout, maximize: bool = False):
+        self.layout = layout
+        self.maximize = maximize
+        self.plates: dict[str, PlateInfo] = {}
+        self.sizes: dict[int, int] = {}
+
+    # -- per-step factors --------------------------------------------------------
+    def _factors(self, sites: Sequence[Site]) -> list[tuple[Factor, frozenset]]:
+        out = []
+        for site in sites:
+            if site.scale is not None:
+                raise SiteError(
+                    f"sample site {site.name!r}: scaled inside an enumerated "
+                    "jsvi.scan step, whose sites are summed out together. Apply "
+                    "handlers.scale around the jsvi.scan call instead."
+                )
+            dim = site.infer.get(ENUM_DIM_KEY)
+            log_prob = _masked(site, _log_density(site, dim), dim is not None)
+            factor = to_factor(log_prob)
+            for d, n in zip(factor.dims, factor.log.shape):
+                self.sizes[d] = n
+            for f in site.cond_indep_stack:
+                if f.vectorized:
+                    self.plates[f.name] = PlateInfo(f.dim, f.subsample_size, 1.0)
+            out.append((factor, _ordinal(site)))
+        return out
+
+    def _chain_ordinal(self, sites: Sequence[Site]) -> frozenset:
+        ordinals = {
+            n: _ordinal(s) for s in sites if (n := s.name) in self.layout.names
+        }
+        chain = frozenset.intersection(*ordinals.values())
+        for name, ordinal in ordinals.items():
+            if ordinal != chain:
+                raise SiteError(
+                    f"enumerated sites {sorted(ordinals)}: inside one jsvi.scan step "
+                    f"but in different plates ({ {k: sorted(v) for k, v in ordinals.items()} }); "
+                    f"{name!r} sits in more. Enumerate the sites of a step in the "
+                    "same plates, or sample the extra one in the guide."
+                )
+        return chain
+
+    def _plate_dims(self, names: frozenset) -> set[int]:
+        return {self.plates[p].dim for p in names}
+
+    # -- the reducer -------------------------------------------------------------
+    def start(self, sites: Sequence[Site]) -> tuple[Array, Array]:
+        lay = self.layout
+        factors = self._factors(sites)
+        self.chain = self._chain_ordinal(sites)
+        nesting = lay.max_plate_nesting
+        free = {d for d in self.sizes if -d > nesting and d not in lay.prev_dims}
+        self.free = free
+        self.alpha_dims = tuple(
+            sorted(set(lay.prev_dims) | self._plate_dims(self.chain) | free)
+        )
+        self.extra_dims = tuple(sorted(self._plate_dims(lay.outer_plates) | free))
+        for p in self.plates.values():
+            self.sizes[p.dim] = p.subsample_size
+        alpha = jnp.zeros(tuple(self.sizes[d] for d in self.alpha_dims))
+        extra = jnp.zeros(tuple(self.sizes[d] for d in self.extra_dims))
+        return self._accumulate(factors, {}, alpha, extra)
+
+    def step(self, state: tuple[Array, Array], sites: Sequence[Site]) -> tuple:
+        lay = self.layout
+        alpha, extra = state
+        factors = self._factors(sites)
+        factors.append((Factor(alpha, self.alpha_dims), self.chain))
+        names = dict(zip(lay.prev_dims, lay.names))
+        variables = {d: Variable(names[d], self.chain) for d in lay.prev_dims}
+        free = {d: Variable(n, self.chain) for d, n in zip(lay.new_dims, lay.names)}
+        free.update({d: Variable(f"(dim {d})", frozenset()) for d in self.free})
+        terms = contract_to_terms(
+            factors, variables, self.plates, free, maximize=self.maximize
+        )
+        rename = dict(zip(lay.new_dims, lay.prev_dims))
+        return self._accumulate(terms, rename, jnp.zeros_like(alpha), extra)
+
+    def finish(self, state: tuple[Array, Array]) -> Array:
+        alpha, extra = state
+        lay = self.layout
+        axes = tuple(self.alpha_dims.index(d) for d in lay.prev_dims)
+        log = (jnp.max if self.maximize else jax.nn.logsumexp)(alpha, axis=axes)
+        dims = tuple(d for d in self.alpha_dims if d not in lay.prev_dims)
+        inner = self._plate_dims(self.chain - lay.outer_plates)
+        log, dims = _sum_dims(log, dims, inner)
+        total = extra + _aligned(log, dims, self.extra_dims)
+        if not self.extra_dims:
+            return total
+        return to_positional(Factor(total, self.extra_dims), -self.extra_dims[0])
+
+    def _accumulate(
+        self,
+        terms: Sequence[tuple[Factor, frozenset]],
+        rename: Mapping[int, int],
+        alpha: Array,
+        extra: Array,
+    ) -> tuple[Array, Array]:
+        outer = self.layout.outer_plates
+        for term, ordinal in terms:
+            dims = tuple(rename.get(d, d) for d in term.dims)
+            log = term.log
+            if ordinal >= self.chain:
+                log, dims = self._multiply_out(log, dims, ordinal - self.chain)
+                alpha = alpha + _aligned(log, dims, self.alpha_dims)
+            else:
+                if set(dims) & set(self.layout.prev_dims):
+                    raise SiteError(
+                        f"enumerated sites {list(self.layout.names)}: a site outside "
+                        "their plates depends on them inside jsvi.scan. A site may "
+                        "only depend on enumerated sites whose plates it shares."
+                    )
+                log, dims = self._multiply_out(log, dims, ordinal - outer)
+                extra = extra + _aligned(log, dims, self.extra_dims)
+        return alpha, extra
+
+    def _multiply_out(
+        self, log: Array, dims: tuple[int, ...], plates: frozenset
+    ) -> tuple[Array, tuple[int, ...]]:
+        """Product over the elements of ``plates`` (a sum of log-terms)."""
+        present = self._plate_dims(plates)
+        factor = 1
+        for p in plates:
+            if self.plates[p].dim not in dims:
+                factor *= self.plates[p].subsample_size
+        log, dims = _sum_dims(log, dims, present)
+        return (log * factor if factor != 1 else log), dims
+
+
+def _sum_dims(log: Array, dims: tuple[int, ...], drop: set[int]) -> tuple[Array, tuple]:
+    axes = tuple(i for i, d in enumerate(dims) if d in drop)
+    if axes:
+        log = jnp.sum(log, axis=axes)
+    return log, tuple(d for d in dims if d not in drop)
+
+
+def _aligned(log: Array, dims: tuple[int, ...], target: tuple[int, ...]) -> Array:
+    """``log`` over ``dims`` laid out along ``target`` (size 1 where absent)."""
+    missing = [d for d in dims if d not in target]
+    if missing:
+        raise SiteError(
+            f"jsvi.scan: a step's log-density depends on dims {missing} that the "
+            f"first step's did not ({list(target)}). Every step must depend on the "
+            "same enumerated sites from outside the loop."
+        )
+    order = sorted(range(len(dims)), key=lambda i: target.index(dims[i]))
+    log = jnp.transpose(log, order) if order != list(range(len(dims))) else log
+    kept = [dims[i] for i in order]
+    shape = tuple(log.shape[kept.index(d)] if d in kept else 1 for d in target)
+    return log.reshape(shape)
+
+
+class ChainDecider(ForwardReducer):
+    """Decide a chain's enumerated sites (``infer_discrete``): a forward pass
+    that keeps each step's pairwise table, then a backward pass that draws
+    (``temperature=1``, forward filtering, backward sampling) or maximizes
+    (``temperature=0``, Viterbi) each site given the one after it.
+
+    The forward messages are ``alpha_t(z_t) = reduce_{z_{t-1}} [alpha_{t-1} +
+    psi_t(z_{t-1}, z_t)]`` with ``reduce`` = logsumexp (or max), ``psi_t`` the
+    step's log-densities; backwards ``z_{T-1} ~ alpha_{T-1}`` and ``z_{t-1} ~
+    alpha_{t-1}(.) + psi_t(., z_t)`` (or the argmax). Linear in ``T``. It
+    decides only when the chain depends on no undecided enumerated site outside
+    it; otherwise it only sums the chain out, like ``ForwardReducer``.
+    """
+
+    def __init__(self, layout: ChainLayout, temperature: int, rng_key: Any):
+        super().__init__(layout, maximize=temperature == 0)
+        self.temperature = temperature
+        self.rng_key = jax.random.key(0) if rng_key is None else rng_key
+        if len(layout.names) != 1:
+            raise SiteError(
+                f"infer_discrete: jsvi.scan step enumerates {list(layout.names)}; "
+                "it decides chains of one enumerated site per step. Combine them "
+                "into one site (a Categorical over the joint values)."
+            )
+
+    def start(self, sites: Sequence[Site]) -> tuple[Array, Array]:
+        state = super().start(sites)
+        self.has_step_outputs = not self.free
+        self.pair_dims = tuple(
+            sorted(set(self.alpha_dims) | set(self.layout.new_dims))
+        )
+        return state
+
+    def step(self, state: tuple[Array, Array], sites: Sequence[Site]) -> tuple:
+        if not self.has_step_outputs:
+            return super().step(state, sites)
+        alpha, extra = state
+        factors = self._factors(sites)
+        lay = self.layout
+        free = {d: Variable(n, self.chain) for d, n in zip(lay.new_dims, lay.names)}
+        free.update({d: Variable(n, self.chain) for d, n in zip(lay.prev_dims, lay.names)})
+        terms = contract_to_terms(factors, {}, self.plates, free)
+        sizes = {d: self.sizes[p] for d, p in zip(lay.new_dims, lay.prev_dims)}
+        self.sizes.update(sizes)
+        psi = jnp.zeros(tuple(self.sizes[d] for d in self.pair_dims))
+        psi, extra = self._accumulate_pairs(terms, psi, extra)
+        (a_axis,) = [self.pair_dims.index(d) for d in lay.prev_dims]
+        joint = psi + jnp.expand_dims(alpha, self.pair_dims.index(lay.new_dims[0]))
+        reduce = jnp.max if self.temperature == 0 else jax.nn.logsumexp
+        new = reduce(joint, axis=a_axis)  # over (B, chain plates): rename B -> A
+        return (new, extra), (alpha, psi)
+
+    def _accumulate_pairs(self, terms: Sequence, psi: Array, extra: Array) -> tuple:
+        outer = self.layout.outer_plates
+        for term, ordinal in terms:
+            log, dims = term.log, term.dims
+            if ordinal >= self.chain:
+                log, dims = self._multiply_out(log, dims, ordinal - self.chain)
+                psi = psi + _aligned(log, dims, self.pair_dims)
+            else:
+                log, dims = self._multiply_out(log, dims, ordinal - outer)
+                extra = extra + _aligned(log, dims, self.extra_dims)
+        return psi, extra
+
+    def decide(self, state: tuple[Array, Array], outputs: Any) -> dict[str, Array]:
+        alpha_last, _ = state
+        lay = self.layout
+        axis = self.alpha_dims.index(lay.prev_dims[0])
+        b_axis = self.pair_dims.index(lay.new_dims[0])
+        a_axis = self.pair_dims.index(lay.prev_dims[0])
+
+        def pick(key: Any, logits: Array, ax: int) -> Array:
+            if self.temperature == 0:
+                return jnp.argmax(logits, axis=ax)
+            return jax.random.categorical(key, logits, axis=ax)
+
+        keys = jax.random.split(self.rng_key, 2)
+        last = pick(keys[0], alpha_last, axis)
+        if outputs is None:
+            path = last[None]
+        else:
+            alphas, psis = outputs
+
+            def back(z_next: Array, inp: tuple) -> tuple:
+                alpha, psi, key = inp
+                index = jnp.expand_dims(z_next, (a_axis, b_axis))
+                row = jnp.squeeze(jnp.take_along_axis(psi, index, b_axis), b_axis)
+                z = pick(key, alpha + row, axis)
+                return z, z
+
+            steps = alphas.shape[0]
+            xs = (alphas, psis, jax.random.split(keys[1], steps))
+            _, earlier = jax.lax.scan(back, last, xs, reverse=True)
+            path = jnp.concatenate([earlier, last[None]])
+        plate_dims = [d for d in self.alpha_dims if d not in lay.prev_dims]
+        low = min(plate_dims, default=-1)
+        shape = tuple(
+            path.shape[1 + plate_dims.index(d)] if d in plate_dims else 1
+            for d in range(low, 0)
+        )
+        return {lay.names[0]: path.reshape((path.shape[0],) + shape)}
+
+
+def forward_reducer(layout: ChainLayout) -> Any:
+    """The ``chain_reducer`` of ``TraceEnum_ELBO``."""
+    return ForwardReducer(layout)
