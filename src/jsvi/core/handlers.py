@@ -393,7 +393,8 @@ def config_enumerate(fn: ModelFn | None = None, default: str = "parallel") -> An
     """
     if default not in ("parallel", "sequential", None):
         raise ArgumentError(
-            f"config_enumerate: default must be 'parallel' (or None), got {default!r}."
+            f"config_enumerate: default must be 'parallel', 'sequential' or None, got "
+            f"{default!r}."
         )
     if fn is None:
         return lambda f: config_enumerate(f, default)

@@ -24,6 +24,7 @@ __all__ = [
     "CondIndepStackFrame",
     "Handler",
     "Message",
+    "active_handlers",
     "apply_stack",
     "stack_is_empty",
 ]
@@ -91,6 +92,11 @@ _LOCAL = _ThreadStack()
 
 def _stack() -> list[Handler]:
     return _LOCAL.handlers
+
+
+def active_handlers() -> tuple[Handler, ...]:
+    """The handlers active in this thread, innermost last (a copy: read only)."""
+    return tuple(_LOCAL.handlers)
 
 
 def stack_is_empty() -> bool:

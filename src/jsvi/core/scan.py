@@ -49,7 +49,8 @@ import numpy as np
 from jsvi._typing import Array, PyTree
 from jsvi.core import runtime
 from jsvi.core.enumeration import ENUM_DIM_KEY, MARKOV_KIND, enum
-from jsvi.core.primitives import FactorDensity, _enclosing_frames, prng_key
+from jsvi.core.plates import _enclosing_frames
+from jsvi.core.primitives import FactorDensity, prng_key
 from jsvi.core.runtime import Handler, Message, apply_stack, stack_is_empty
 from jsvi.core.trace import Site
 from jsvi.errors import ArgumentError, ShapeError, SiteError
@@ -407,7 +408,7 @@ def scan(
     n = _length(xs, length)
     if stack_is_empty():
         return jax.lax.scan(f, init, xs, length=n)
-    handlers = tuple(runtime._stack())  # read only: the handlers around the call
+    handlers = runtime.active_handlers()  # the handlers around the call
     outer_enum = next((h for h in reversed(handlers) if isinstance(h, enum)), None)
     ctx = _Context(handlers, prng_key(), n, outer_enum, {})
     outer = frozenset(fr.name for fr in _enclosing_frames() if fr.vectorized)
