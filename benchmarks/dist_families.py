@@ -249,14 +249,16 @@ def families(b: int) -> dict[str, tuple[Callable, Callable, dict[str, Any]]]:
 def programs(
     build: Callable, params: dict[str, Any], value: Any
 ) -> dict[str, Callable]:
-    def lp_sum(p):
-        return jnp.sum(build(**p).log_prob(value))
+    # The value is an argument, not a constant closed over: XLA would otherwise
+    # fold the work that depends on it alone into the program at compile time.
+    def lp_sum(p, v):
+        return jnp.sum(build(**p).log_prob(v))
 
     lp_grad = jax.jit(jax.value_and_grad(lp_sum))
     sample = jax.jit(lambda p, key: build(**p).sample(key))
     key = jax.random.key(1)
     return {
-        "log_prob+grad": lambda: lp_grad(params),
+        "log_prob+grad": lambda: lp_grad(params, value),
         "sample": lambda: sample(params, key),
     }
 

@@ -24,7 +24,7 @@ def run_smoke(script: str, out: pathlib.Path) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py", "vae_digits.py", "validation_cost.py", "first_step.py", "step_cost.py", "hmm.py", "iwae.py", "flow_guides.py", "dist_families.py"])
+@pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py", "vae_digits.py", "validation_cost.py", "first_step.py", "step_cost.py", "hmm.py", "iwae.py", "flow_guides.py", "dist_families.py", "sf_variance.py"])
 def test_benchmark_smoke(script, tmp_path):
     run_smoke(script, tmp_path)
     (result,) = tmp_path.glob("*.json")

@@ -717,6 +717,31 @@ case("param_without_init_never_declared", _param_never_declared_model, normal_gu
      (X3,), SiteError, "param 'loc': no init_value, and no param of that name")
 
 
+# --- jsvi.scan ------------------------------------------------------------------
+
+
+def _scan_hmm(history: int):
+    def model(x):
+        probs = jnp.array([[0.9, 0.1], [0.2, 0.8]])
+
+        def step(z, xt):
+            z = jsvi.sample("z", dist.Categorical(probs[z]), infer={"enumerate": "parallel"})
+            jsvi.sample("x", dist.Normal(2.0 * z, 1.0), obs=xt)
+            return z, None
+
+        jsvi.scan(step, 0, x, history=history)
+
+    return model
+
+
+case("scan_enumerated_without_traceenum", _scan_hmm(1), empty_guide, (X3,), SiteError,
+     "model site 'z': marked for enumeration and absent from the guide",
+     jsvi.Trace_ELBO())
+case("scan_history_two_with_enumeration", _scan_hmm(2), empty_guide, (X3,),
+     ArgumentError, "scan: history=2 with enumerated sites \\(\\['z'\\]\\)",
+     jsvi.TraceEnum_ELBO())
+
+
 def _cases() -> list:
     return [pytest.param(name, c, id=name) for name, c in CASES.items()]
 
@@ -811,3 +836,4 @@ def test_docs_errors_lists_every_catalogue_case_and_error_class():
     assert not missing, f"docs/errors.md does not list {missing}"
     classes = [n for n in jsvi.errors.__all__ if n not in ("JsviError",)]
     assert not [n for n in classes if f"`{n}`" not in text]
+
