@@ -1,22 +1,10 @@
-"""Shared fixtures: the handler stack must be empty around every test.
-
-The suite is dominated by XLA compile time, not by running the programs it
-compiles: tests compile without LLVM optimization (the same programs, generated
-with less work; their results do not depend on it). Benchmarks, not tests,
-measure speed. Subprocesses started by tests inherit the setting.
-"""
+"""Shared fixtures: the handler stack must be empty around every test."""
 
 from __future__ import annotations
 
-import os
+import pytest
 
-_FAST_COMPILE = "--xla_backend_optimization_level=0"
-if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
-
-import pytest  # noqa: E402
-
-from jsvi.core.runtime import stack_is_empty  # noqa: E402
+from jsvi.core.runtime import stack_is_empty
 
 
 @pytest.fixture(autouse=True)

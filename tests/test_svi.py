@@ -391,3 +391,25 @@ def test_nonfinite_steps_are_rejected_and_then_reported():
     svi = jsvi.SVI(ok_model, lambda: None, optax.sgd(0.1), jsvi.Trace_ELBO())
     state, losses = jsvi.svi_run(svi, 0, 5, progress_bar=False)
     assert int(state.num_rejected) == 0 and np.all(np.isfinite(losses))
+
+
+def test_svi_init_and_update_inside_an_outer_jit():
+    def model(x):
+        mu = jsvi.param("mu", 0.0)
+        with jsvi.plate("data", x.shape[0]):
+            jsvi.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    svi = jsvi.SVI(model, lambda x: None, optax.adam(0.1), jsvi.Trace_ELBO())
+    x = jnp.array([0.5, 1.5])
+
+    @jax.jit
+    def fit(x):
+        state = jsvi.svi_init(svi, 0, x)
+        return jax.lax.scan(lambda s, _: jsvi.svi_update(svi, s, x), state, None, length=3)
+
+    state, losses = fit(x)
+    ref = jsvi.svi_init(svi, 0, x)
+    for _ in range(3):
+        ref, _ = jsvi.svi_update(svi, ref, x)
+    np.testing.assert_allclose(state.params["mu"], ref.params["mu"], rtol=1e-6)
+    assert losses.shape == (3,)

@@ -186,8 +186,9 @@ def mixture_full_guide(data):
         jsvi.sample("z", dist.Bernoulli(p))
 
 
+# (with TraceEnum_ELBO nothing would be enumerated here: it warns, as Pyro does)
 program("forum_mixture_full_guide", mixture_model, mixture_full_guide, (X,),
-        jsvi.TraceEnum_ELBO(num_particles=10), {"z": "score-function"})
+        jsvi.TraceGraph_ELBO(num_particles=10), {"z": "score-function"})
 
 
 def mle_model(data):

@@ -306,18 +306,11 @@ class Compiled(NamedTuple):
     run_steps: Any  # (state, dynamic, losses, rejected, start, stop, spec, skip)
 
 
-_RUN_ONCE = {"xla_backend_optimization_level": 0}
-
-
 def compile_steps(svi: Any) -> Compiled:
     """``Compiled`` entry points for the configuration ``svi``."""
     bind = functools.partial
     return Compiled(
-        # The init program runs once per argument structure: compile it for
-        # compile time (no LLVM optimization) rather than for run time.
-        init=jax.jit(
-            bind(init_state, svi), static_argnums=(2,), compiler_options=_RUN_ONCE
-        ),
+        init=jax.jit(bind(init_state, svi), static_argnums=(2,)),
         update=jax.jit(bind(update, svi), static_argnums=(2,)),
         try_update=jax.jit(bind(try_update, svi), static_argnums=(2, 3)),
         evaluate=jax.jit(bind(evaluate, svi), static_argnums=(2,)),

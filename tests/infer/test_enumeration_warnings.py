@@ -58,3 +58,14 @@ def test_strict_enumeration_warning_when_nothing_is_enumerated():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_nothing_enumerated(_traces(mixture, X), empty)
+
+
+def test_svi_init_with_traceenum_and_nothing_enumerated_warns():
+    import optax
+
+    def guide(x):
+        jsvi.sample("mu", dist.Normal(jsvi.param("m", 0.0), 1.0))
+
+    svi = jsvi.SVI(model, guide, optax.adam(0.1), jsvi.TraceEnum_ELBO())
+    with pytest.warns(EnumerationWarning, match="TraceEnum_ELBO: no sample site is marked"):
+        jsvi.svi_init(svi, 0, X)

@@ -3,7 +3,7 @@ averaged exactly (guide side) by parallel enumeration.
 
 May import: ``jsvi.infer.elbo``, ``jsvi.infer.costs``, ``jsvi.infer.traces``,
 ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``, ``jsvi.infer._enum_checks``,
-``jsvi.infer._scan_enum``, ``jsvi.core``
+``jsvi.infer._scan_enum``, ``jsvi.infer.checks``, ``jsvi.core``
 (``core.enumeration`` included).
 """
 
@@ -51,6 +51,7 @@ from jsvi.infer._enum_factors import (
     _weigh,
 )
 from jsvi.infer._scan_enum import forward_reducer
+from jsvi.infer.checks import warn_if_nothing_enumerated
 from jsvi.infer.costs import elementwise_frames, sum_to_dims
 from jsvi.infer.elbo import (
     ELBO,
@@ -236,8 +237,10 @@ class TraceEnum_ELBO(ELBO):
 
     def check_traces(self, model_tr: Trace, guide_tr: Trace) -> None:
         """As ``ELBO.check_traces``, but model sites marked for enumeration may be
-        absent from the guide (they are summed out)."""
+        absent from the guide (they are summed out). Warns
+        (``EnumerationWarning``) when no site is marked for enumeration."""
         self._warn_unused_baselines(guide_tr)
+        warn_if_nothing_enumerated(model_tr, guide_tr)
 
     def loss_and_aux(
         self,
