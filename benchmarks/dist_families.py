@@ -66,15 +66,17 @@ REASONS: dict[str, str] = {
         "one-block, millisecond-sized timings on the shared CPU"
     ),
     "MixtureSameFamily log_prob+grad": (
-        "not found: both take log_softmax of the mixing logits, the component "
-        "log-densities and a logsumexp; one-block timing on a shared CPU"
+        "jsvi's traced program is a strict subset of NumPyro's (the same "
+        "log_softmax, component log-densities and logsumexp, without NumPyro's "
+        "support masking); a ratio above 1 is run-to-run spread"
     ),
     "GaussianRandomWalk sample": (
-        "not found: both draw normals and take a cumulative sum along the steps"
+        "the two traced programs are identical (normal draws, cumsum, scale); a "
+        "ratio away from 1 is run-to-run spread"
     ),
     "Geometric sample": (
-        "not found: both take floor(log(u) / log1p(-p)); jsvi clips to the int range "
-        "before the integer cast"
+        "the same floor(log(u) / log1p(-p)), jsvi clipping to the int range before "
+        "the cast; a ratio above 1 is run-to-run spread"
     ),
     "VonMises sample": (
         "one rejection loop over the whole batch that draws two uniforms per round "
@@ -355,8 +357,9 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> str:
     for r in rows:
         c = r["contenders"]
         nmp = c.get("numpyro", {}).get("median_s")
+        other = f" (batch {r['batch']})" if rows and r["batch"] != rows[0]["batch"] else ""
         lines.append(
-            f"| {r['family']} | {r['op']} | {c['jsvi']['median_s'] * 1e3:.2f} | "
+            f"| {r['family']}{other} | {r['op']} | {c['jsvi']['median_s'] * 1e3:.2f} | "
             + (f"{nmp * 1e3:.2f} | {r['ratio']:.2f} |" if nmp else "- | - |")
         )
     lines += ["", f"Median ratio over families and operations: {summ['median_ratio']}"]

@@ -166,48 +166,58 @@ def step(
 
     A rejected step keeps the state but for ``num_rejected``, which grows by one.
     A step is rejected when ``data_ok`` is False (observed values outside their
-    support: its loss is reported as NaN), and, with ``skip_nonfinite``, when its
-    loss or gradients are not finite (its loss is reported as it was).
+    support: nothing is computed, its loss is reported as NaN), and, with
+    ``skip_nonfinite``, when its loss or gradients are not finite (its loss is
+    reported as it was).
 
-    The optimizer update runs inside the accepting branch of one ``lax.cond`` on
-    that flag, so the branch writes the new state where the loop keeps it; the
-    rejecting branch passes the old state through.
+    Each check is one ``lax.cond``: the data check around the whole step (it does
+    not depend on the step), the finiteness check around the optimizer update,
+    which then writes the new state where the loop keeps it; a rejecting branch
+    passes the old state through.
     """
-    (_, (loss, elbo_state)), grads = jax.value_and_grad(
-        objective(svi, state, args, kwargs), has_aux=True
-    )(state.params)
-
-    def accepted() -> SVIState:
-        if isinstance(svi.optimizer, optax.GradientTransformationExtraArgs):
-            updates, opt_state = svi.optimizer.update(
-                grads, state.opt_state, state.params, value=loss
-            )
-        else:
-            updates, opt_state = svi.optimizer.update(grads, state.opt_state, state.params)
-        return state._replace(
-            params=optax.apply_updates(state.params, updates),
-            opt_state=opt_state,
-            elbo_state=elbo_state,
-            step=state.step + 1,
-        )
-
-    if not skip_nonfinite and data_ok is None:
-        return accepted(), loss, jnp.zeros((), bool)
-    accept = jnp.ones((), bool) if data_ok is None else data_ok
-    if skip_nonfinite:
-        # Finite gradients give finite updates with any usual optimizer; params
-        # made non-finite by an update anyway are caught one step later, by a
-        # non-finite loss.
-        accept = accept & jnp.isfinite(loss)
-        for g in jax.tree.leaves(grads):
-            accept = accept & jnp.all(jnp.isfinite(g))
-    if data_ok is not None:
-        loss = jnp.where(data_ok, loss, jnp.nan)
 
     def rejected() -> SVIState:
         return state._replace(num_rejected=state.num_rejected + 1)
 
-    return jax.lax.cond(accept, accepted, rejected), loss, ~accept
+    def attempt() -> tuple[SVIState, Array, Array]:
+        (_, (loss, elbo_state)), grads = jax.value_and_grad(
+            objective(svi, state, args, kwargs), has_aux=True
+        )(state.params)
+
+        def accepted() -> SVIState:
+            if isinstance(svi.optimizer, optax.GradientTransformationExtraArgs):
+                updates, opt_state = svi.optimizer.update(
+                    grads, state.opt_state, state.params, value=loss
+                )
+            else:
+                updates, opt_state = svi.optimizer.update(
+                    grads, state.opt_state, state.params
+                )
+            return state._replace(
+                params=optax.apply_updates(state.params, updates),
+                opt_state=opt_state,
+                elbo_state=elbo_state,
+                step=state.step + 1,
+            )
+
+        if not skip_nonfinite:
+            return accepted(), loss, jnp.zeros((), bool)
+        # Finite gradients give finite updates with any usual optimizer; params
+        # made non-finite by an update anyway are caught by svi_run at its end.
+        accept = jnp.isfinite(loss)
+        for g in jax.tree.leaves(grads):
+            accept = accept & jnp.all(jnp.isfinite(g))
+        return jax.lax.cond(accept, accepted, rejected), loss, ~accept
+
+    if data_ok is None:
+        return attempt()
+    loss_like = jax.eval_shape(attempt)[1]
+
+    def refused() -> tuple[SVIState, Array, Array]:
+        nan = jnp.full(loss_like.shape, jnp.nan, loss_like.dtype)
+        return rejected(), nan, jnp.ones((), bool)
+
+    return jax.lax.cond(data_ok, attempt, refused)
 
 
 def update(
