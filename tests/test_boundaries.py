@@ -272,6 +272,22 @@ def test_svi_run_checks_the_checkpoint_folder_before_the_first_step(tmp_path):
                      checkpoint_path=tmp_path)
 
 
+def test_svi_run_refuses_a_folder_it_cannot_write_before_the_first_step(tmp_path, monkeypatch):
+    # A read-only folder, as a user without write permission sees it (the tests
+    # may run as root, who can write anywhere: the refusal is simulated).
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    svi = logit_svi()
+    with pytest.raises(CheckpointError, match="cannot write in .*Permission denied"):
+        jsvi.svi_run(svi, 0, 5, X, Y, progress_bar=False, checkpoint_every=2,
+                     checkpoint_path=tmp_path / "run.ckpt")
+    assert not (tmp_path / "run.ckpt").exists()
+
+
 def test_a_nonfinite_state_never_overwrites_a_good_checkpoint(tmp_path):
     def model(x):
         mu = jsvi.param("mu", 0.0)
