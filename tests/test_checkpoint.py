@@ -63,6 +63,30 @@ def test_round_trip_is_bit_exact_with_any_extension(tmp_path):
     assert_states_identical(jsvi.svi_update(SVI, loaded, DATA), jsvi.svi_update(SVI, state, DATA))
 
 
+def _rewrite_header(path, edit):
+    """Rewrite a checkpoint's JSON header with ``edit(text) -> text``."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = edit(arrays.pop("__header__").tobytes().decode())
+    with open(path, "wb") as f:
+        np.savez(f, __header__=np.frombuffer(header.encode(), dtype=np.uint8), **arrays)
+
+
+def test_headers_with_the_older_private_constraint_class_names_still_load(tmp_path):
+    """Files written when the classes were ``jsvi.constraints._Positive`` load into a
+    state whose classes are ``jsvi.constraints.Positive``; another class is refused."""
+    state, _ = jsvi.svi_run(SVI, 0, 3, DATA, progress_bar=False)
+    like = jsvi.svi_init(SVI, 1, DATA)
+    path = tmp_path / "old.ckpt"
+    jsvi.save_state(path, state)
+    _rewrite_header(path, lambda h: h.replace('"jsvi.constraints.Positive"', '"jsvi.constraints._Positive"'))
+    assert "jsvi.constraints._Positive" in np.load(path)["__header__"].tobytes().decode()
+    assert_states_identical(jsvi.load_state(path, like=like), state)
+    _rewrite_header(path, lambda h: h.replace('"jsvi.constraints._Positive"', '"jsvi.constraints._Real"'))
+    with pytest.raises(CheckpointError, match="constraint"):
+        jsvi.load_state(path, like=like)
+
+
 def test_crash_mid_write_leaves_last_good_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ckpt"
     good = jsvi.svi_init(SVI, 0, DATA)

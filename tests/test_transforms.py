@@ -281,7 +281,7 @@ def test_biject_to_registry_is_read_only():
 
     assert isinstance(_BIJECTIONS, types.MappingProxyType)
     with pytest.raises(TypeError):
-        _BIJECTIONS[C._Real] = lambda c: T.ExpTransform()  # type: ignore[index]
+        _BIJECTIONS[C.Real] = lambda c: T.ExpTransform()  # type: ignore[index]
 
 
 def test_shape_errors_for_impossible_vector_sizes():

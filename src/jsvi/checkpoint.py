@@ -260,6 +260,25 @@ def _read(path: pathlib.Path, where: str, expected: list[dict]) -> tuple[dict, l
     return header, arrays
 
 
+_OLD_CLASS_PREFIX = "jsvi.constraints._"
+
+
+def _current_names(structure: Any) -> Any:
+    """A stored constraint structure with the class names constraints have now.
+
+    Files written before the constraint classes became public record
+    ``jsvi.constraints._Real`` where a file written now records
+    ``jsvi.constraints.Real``; both describe the same constraint.
+    """
+    if isinstance(structure, list):
+        return [_current_names(s) for s in structure]
+    if isinstance(structure, str) and structure.startswith(_OLD_CLASS_PREFIX):
+        rest = structure[len(_OLD_CLASS_PREFIX) :]
+        if rest[:1].isupper():
+            return "jsvi.constraints." + rest
+    return structure
+
+
 def _compare_constraints(where: str, stored: Any, expected: Any) -> None:
     if expected is None:
         return
@@ -270,7 +289,7 @@ def _compare_constraints(where: str, stored: Any, expected: Any) -> None:
         )
     for name, want in expected.items():
         got = stored.get(name)
-        if not isinstance(got, dict) or got.get("structure") != want["structure"]:
+        if not isinstance(got, dict) or _current_names(got.get("structure")) != want["structure"]:
             found = got.get("repr") if isinstance(got, dict) else None
             raise CheckpointError(
                 f"{where}: param {name!r} has constraint {found} in the checkpoint, but "

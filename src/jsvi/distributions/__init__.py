@@ -17,7 +17,6 @@ from jsvi.distributions._util import enable_validation, validation_enabled
 from jsvi.distributions.continuous import (
     Beta,
     Cauchy,
-    Delta,
     Exponential,
     Gamma,
     HalfCauchy,
@@ -47,6 +46,7 @@ from jsvi.distributions.counts import (
     Geometric,
     Multinomial,
 )
+from jsvi.distributions.delta import Delta
 from jsvi.distributions.discrete import (
     Bernoulli,
     Binomial,

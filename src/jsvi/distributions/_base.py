@@ -32,18 +32,15 @@ from jsvi import constraints
 from jsvi._typing import Array, ArrayLike, PRNGKey, Shape, is_concrete
 from jsvi.constraints import Constraint
 from jsvi.distributions._util import (
-    _arg_flags,
-    _arg_flags_jit,
-    _compiled,
-    _format_bad,
-    _value_flag,
-    _value_flag_jit,
     as_shape,
+    check_args,
+    check_expand,
+    check_value,
     enable_validation,
     sum_rightmost,
     validation_enabled,
 )
-from jsvi.errors import ArgumentError, ShapeError, SupportError
+from jsvi.errors import ArgumentError, ShapeError
 from jsvi.transforms import register_attribute_pytree
 
 __all__ = [
@@ -122,51 +119,14 @@ class Distribution:
         return all(is_concrete(leaf) for leaf in jax.tree_util.tree_leaves(self))
 
     def _check_args(self) -> None:
-        if not self.arg_constraints or not self._all_concrete():
-            return
-        for arg, ok in _compiled(_arg_flags_jit, _arg_flags, self).items():
-            if not is_concrete(ok) or bool(ok):  # staged out: nothing to check
-                continue
-            c, value = self.arg_constraints[arg], self._param(arg)
-            raise ArgumentError(
-                f"{type(self).__name__}: argument {arg!r} must satisfy {c!r}, got "
-                f"{_format_bad(value, c.check(value), c.event_dim)}. Pass values "
-                "inside the support, or validate_args=False to skip this check."
-            )
+        check_args(self)
 
     def _value_ok(self, value: Array) -> Array:
         return self.support.check(value)
 
     def _check_value(self, value: ArrayLike) -> None:
         """Shape and support checks of a ``log_prob`` argument (Python-side)."""
-        name = type(self).__name__
-        value_shape = jnp.shape(value)
-        full = self.batch_shape + self.event_shape
-        try:
-            jnp.broadcast_shapes(value_shape, full)
-        except ValueError:
-            raise ShapeError(
-                f"{name}.log_prob: value of shape {value_shape} does not broadcast "
-                f"with batch_shape + event_shape {full}. Pass a value whose "
-                f"rightmost dims are {self.event_shape} and broadcast with the batch."
-            ) from None
-        if len(value_shape) < len(self.event_shape):
-            raise ShapeError(
-                f"{name}.log_prob: value of shape {value_shape} has fewer dims than "
-                f"event_shape {self.event_shape}. Pass one full event per draw."
-            )
-        if not (is_concrete(value) and self._all_concrete()):
-            return
-        value = jnp.asarray(value)
-        ok_all = _compiled(_value_flag_jit, _value_flag, self, value)
-        if is_concrete(ok_all) and not bool(ok_all):
-            ok = self._value_ok(value)
-            support = self.support
-            raise SupportError(
-                f"{name}.log_prob: value {_format_bad(value, ok, support.event_dim)} "
-                f"is outside the support {support!r}. Pass values inside the "
-                "support, or validate_args=False to skip this check."
-            )
+        check_value(self, value)
 
     def validation_flags(self, value: ArrayLike | None = None) -> dict[str, Array]:
         """The argument (and value) checks as boolean arrays; works when traced.
@@ -267,17 +227,7 @@ class Distribution:
     # ------------------------------------------------------ reshaping API
 
     def _check_expand(self, batch_shape: Shape) -> None:
-        try:
-            ok = jnp.broadcast_shapes(self.batch_shape, batch_shape) == batch_shape
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ShapeError(
-                f"{type(self).__name__}.expand: cannot expand batch_shape "
-                f"{self.batch_shape} to {batch_shape}. Each dim of the new shape must "
-                "equal the old one or replace a dim of size 1, and new dims go on the "
-                "left."
-            )
+        check_expand(self, batch_shape)
 
     def expand(self, batch_shape: int | Sequence[int]) -> Distribution:
         """Broadcast to a larger ``batch_shape`` (new dims on the left).
@@ -367,7 +317,52 @@ def _resolve_validate(base: Distribution, validate_args: bool | None) -> bool | 
     return base._validate_args if validate_args is None else validate_args
 
 
-class Independent(Distribution):
+class _Wrapper(Distribution):
+    """A distribution around ``base_dist`` that, unless it says otherwise, has the
+    base's shapes, support, gradient kind, moments, draws and argument checks."""
+
+    _pytree_data_fields = ("base_dist",)
+    base_dist: Distribution
+
+    @property
+    def batch_shape(self) -> Shape:
+        return self.base_dist.batch_shape
+
+    @property
+    def event_shape(self) -> Shape:
+        return self.base_dist.event_shape
+
+    @property
+    def support(self) -> Constraint:  # type: ignore[override]
+        return self.base_dist.support
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        return self.base_dist.has_rsample
+
+    @property
+    def has_enumerate_support(self) -> bool:  # type: ignore[override]
+        return self.base_dist.has_enumerate_support
+
+    def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
+        return self.base_dist.sample(key, sample_shape)
+
+    @property
+    def mean(self) -> Array:
+        return self.base_dist.mean
+
+    @property
+    def variance(self) -> Array:
+        return self.base_dist.variance
+
+    def validation_flags(self, value: ArrayLike | None = None) -> dict[str, Array]:
+        flags = self.base_dist.validation_flags()
+        if value is not None:
+            flags["value"] = self._value_ok(jnp.asarray(value))
+        return flags
+
+
+class Independent(_Wrapper):
     """Reinterpret the rightmost ``reinterpreted_batch_ndims`` batch dims as event.
 
     Args:
@@ -375,7 +370,7 @@ class Independent(Distribution):
         reinterpreted_batch_ndims: how many batch dims become event dims.
     """
 
-    _pytree_data_fields = ("base_dist",)
+    has_enumerate_support = False  # the event holds several discrete values
 
     def __init__(
         self,
@@ -417,30 +412,9 @@ class Independent(Distribution):
             self.base_dist.support, self.reinterpreted_batch_ndims
         )
 
-    @property
-    def has_rsample(self) -> bool:  # type: ignore[override]
-        return self.base_dist.has_rsample
-
-    def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
-        return self.base_dist.sample(key, sample_shape)
-
     def _log_prob(self, value: ArrayLike) -> Array:
         lp = self.base_dist._unchecked_log_prob(value)
         return sum_rightmost(lp, self.reinterpreted_batch_ndims)
-
-    @property
-    def mean(self) -> Array:
-        return self.base_dist.mean
-
-    @property
-    def variance(self) -> Array:
-        return self.base_dist.variance
-
-    def validation_flags(self, value: ArrayLike | None = None) -> dict[str, Array]:
-        flags = self.base_dist.validation_flags()
-        if value is not None:
-            flags["value"] = self._value_ok(jnp.asarray(value))
-        return flags
 
     def expand(self, batch_shape: int | Sequence[int]) -> Distribution:
         batch_shape = as_shape(batch_shape, "Independent.expand")
@@ -451,7 +425,7 @@ class Independent(Distribution):
         return Independent(base, n, validate_args=self._validate_args)
 
 
-class ExpandedDistribution(Distribution):
+class ExpandedDistribution(_Wrapper):
     """``base_dist`` broadcast to a larger ``batch_shape`` (independent draws
     along expanded dims), without broadcasting its parameters.
 
@@ -479,8 +453,6 @@ class ExpandedDistribution(Distribution):
         >>> d.batch_shape, d.base_dist.batch_shape, d.log_prob(jnp.zeros(3)).shape
         ((4, 3), (1, 3), (4, 3))
     """
-
-    _pytree_data_fields = ("base_dist",)
 
     def __init__(
         self,
@@ -510,22 +482,6 @@ class ExpandedDistribution(Distribution):
         # Dims that ``vmap`` added in front of the base's batch shape stay in front.
         b = self.base_dist.batch_shape
         return b[: max(len(b) - self._base_ndim, 0)] + self._expanded_shape
-
-    @property
-    def event_shape(self) -> Shape:
-        return self.base_dist.event_shape
-
-    @property
-    def support(self) -> Constraint:  # type: ignore[override]
-        return self.base_dist.support
-
-    @property
-    def has_rsample(self) -> bool:  # type: ignore[override]
-        return self.base_dist.has_rsample
-
-    @property
-    def has_enumerate_support(self) -> bool:  # type: ignore[override]
-        return self.base_dist.has_enumerate_support
 
     def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
         sample_shape = as_shape(sample_shape)
@@ -587,7 +543,7 @@ class ExpandedDistribution(Distribution):
         return self.base_dist.expand(batch_shape)
 
 
-class MaskedDistribution(Distribution):
+class MaskedDistribution(_Wrapper):
     """``base_dist`` whose ``log_prob`` is 0 wherever ``mask`` is False.
 
     Args:
@@ -596,8 +552,6 @@ class MaskedDistribution(Distribution):
             Python bool). Where it is larger (e.g. shaped like an enclosing
             plate), the base distribution is expanded to the broadcast shape.
     """
-
-    _pytree_data_fields = ("base_dist",)
 
     def __init__(
         self,
@@ -631,29 +585,6 @@ class MaskedDistribution(Distribution):
         self._mask = mask
         super().__init__(validate_args=_resolve_validate(base_dist, validate_args))
 
-    @property
-    def batch_shape(self) -> Shape:
-        return self.base_dist.batch_shape
-
-    @property
-    def event_shape(self) -> Shape:
-        return self.base_dist.event_shape
-
-    @property
-    def support(self) -> Constraint:  # type: ignore[override]
-        return self.base_dist.support
-
-    @property
-    def has_rsample(self) -> bool:  # type: ignore[override]
-        return self.base_dist.has_rsample
-
-    @property
-    def has_enumerate_support(self) -> bool:  # type: ignore[override]
-        return self.base_dist.has_enumerate_support
-
-    def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
-        return self.base_dist.sample(key, sample_shape)
-
     def _value_ok(self, value: Array) -> Array:
         return self.support.check(value) | ~jnp.asarray(self._mask)
 
@@ -667,22 +598,8 @@ class MaskedDistribution(Distribution):
         lp = self.base_dist._unchecked_log_prob(value)
         return jnp.where(self._mask, lp, jnp.zeros((), dtype=lp.dtype))
 
-    @property
-    def mean(self) -> Array:
-        return self.base_dist.mean
-
-    @property
-    def variance(self) -> Array:
-        return self.base_dist.variance
-
     def enumerate_support(self, expand: bool = True) -> Array:
         return self.base_dist.enumerate_support(expand)
-
-    def validation_flags(self, value: ArrayLike | None = None) -> dict[str, Array]:
-        flags = self.base_dist.validation_flags()
-        if value is not None:
-            flags["value"] = self._value_ok(jnp.asarray(value))
-        return flags
 
     def expand(self, batch_shape: int | Sequence[int]) -> Distribution:
         batch_shape = as_shape(batch_shape, "MaskedDistribution.expand")

@@ -1,5 +1,6 @@
 """Helpers shared by every distribution: the validation default, shapes, dtypes,
-parameter promotion and the compiled validation checks.
+parameter promotion, the compiled validation checks and the Python-side argument,
+value and ``expand`` checks that ``Distribution`` runs.
 
 May import (within jsvi): ``jsvi._typing``, ``jsvi.errors``.
 """
@@ -13,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsvi._typing import Array, ArrayLike, Shape
-from jsvi.errors import ArgumentError, ShapeError
+from jsvi._typing import Array, ArrayLike, Shape, is_concrete
+from jsvi.errors import ArgumentError, ShapeError, SupportError
 
 __all__ = [
     "as_shape",
@@ -135,3 +136,65 @@ def _compiled(fn: Any, fallback: Any, *args: Any) -> Any:
         return fn(*args)
     except TypeError:
         return fallback(*args)
+
+
+def check_args(d: Any) -> None:
+    """Raise ``ArgumentError`` for a concrete argument outside its constraint."""
+    if not d.arg_constraints or not d._all_concrete():
+        return
+    for arg, ok in _compiled(_arg_flags_jit, _arg_flags, d).items():
+        if not is_concrete(ok) or bool(ok):  # staged out: nothing to check
+            continue
+        c, value = d.arg_constraints[arg], d._param(arg)
+        raise ArgumentError(
+            f"{type(d).__name__}: argument {arg!r} must satisfy {c!r}, got "
+            f"{_format_bad(value, c.check(value), c.event_dim)}. Pass values "
+            "inside the support, or validate_args=False to skip this check."
+        )
+
+
+def check_value(d: Any, value: ArrayLike) -> None:
+    """Shape and support checks of a ``log_prob`` argument (Python-side)."""
+    name = type(d).__name__
+    value_shape = jnp.shape(value)
+    full = d.batch_shape + d.event_shape
+    try:
+        jnp.broadcast_shapes(value_shape, full)
+    except ValueError:
+        raise ShapeError(
+            f"{name}.log_prob: value of shape {value_shape} does not broadcast "
+            f"with batch_shape + event_shape {full}. Pass a value whose "
+            f"rightmost dims are {d.event_shape} and broadcast with the batch."
+        ) from None
+    if len(value_shape) < len(d.event_shape):
+        raise ShapeError(
+            f"{name}.log_prob: value of shape {value_shape} has fewer dims than "
+            f"event_shape {d.event_shape}. Pass one full event per draw."
+        )
+    if not (is_concrete(value) and d._all_concrete()):
+        return
+    value = jnp.asarray(value)
+    ok_all = _compiled(_value_flag_jit, _value_flag, d, value)
+    if is_concrete(ok_all) and not bool(ok_all):
+        ok = d._value_ok(value)
+        support = d.support
+        raise SupportError(
+            f"{name}.log_prob: value {_format_bad(value, ok, support.event_dim)} "
+            f"is outside the support {support!r}. Pass values inside the "
+            "support, or validate_args=False to skip this check."
+        )
+
+
+def check_expand(d: Any, batch_shape: Shape) -> None:
+    """Raise ``ShapeError`` unless ``d.batch_shape`` broadcasts to ``batch_shape``."""
+    try:
+        ok = jnp.broadcast_shapes(d.batch_shape, batch_shape) == batch_shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ShapeError(
+            f"{type(d).__name__}.expand: cannot expand batch_shape "
+            f"{d.batch_shape} to {batch_shape}. Each dim of the new shape must "
+            "equal the old one or replace a dim of size 1, and new dims go on the "
+            "left."
+        )

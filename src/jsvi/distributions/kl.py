@@ -27,7 +27,6 @@ from jsvi.distributions._base import Distribution
 from jsvi.distributions._util import sum_rightmost
 from jsvi.distributions.continuous import (
     Beta,
-    Delta,
     Exponential,
     Gamma,
     Laplace,
@@ -35,6 +34,7 @@ from jsvi.distributions.continuous import (
     log_beta,
 )
 from jsvi.distributions.continuous2 import Gumbel, InverseGamma
+from jsvi.distributions.delta import Delta
 from jsvi.distributions.discrete import Bernoulli, Categorical, OneHotCategorical
 from jsvi.distributions.multivariate import (
     Dirichlet,

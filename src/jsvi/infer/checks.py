@@ -321,26 +321,26 @@ def _check_shared_params(model_tr: Trace, guide_tr: Trace) -> None:
 def _bounds(c: Any) -> tuple[Any, Any, bool] | None:
     """``(low, high, discrete)`` of a scalar support known here, else ``None``.
     Bounds are floats, or arrays where the constraint holds array bounds."""
-    if isinstance(c, constraints._Independent):
+    if isinstance(c, constraints.Independent):
         return _bounds(c.base_constraint)
     table = {
-        constraints._Real: (-math.inf, math.inf),
-        constraints._Positive: (0.0, math.inf),
-        constraints._Nonnegative: (0.0, math.inf),
-        constraints._UnitInterval: (0.0, 1.0),
-        constraints._Boolean: (0.0, 1.0),
-        constraints._NonnegativeInteger: (0.0, math.inf),
-        constraints._PositiveInteger: (1.0, math.inf),
+        constraints.Real: (-math.inf, math.inf),
+        constraints.Positive: (0.0, math.inf),
+        constraints.Nonnegative: (0.0, math.inf),
+        constraints.UnitInterval: (0.0, 1.0),
+        constraints.Boolean: (0.0, 1.0),
+        constraints.NonnegativeInteger: (0.0, math.inf),
+        constraints.PositiveInteger: (1.0, math.inf),
     }
     if type(c) in table:
         low, high = table[type(c)]
         return low, high, c.is_discrete
     fields = {
-        constraints._GreaterThan: ("lower_bound", None),
-        constraints._LessThan: (None, "upper_bound"),
-        constraints._Interval: ("lower_bound", "upper_bound"),
-        constraints._IntegerGreaterThan: ("lower_bound", None),
-        constraints._IntegerInterval: ("lower_bound", "upper_bound"),
+        constraints.GreaterThan: ("lower_bound", None),
+        constraints.LessThan: (None, "upper_bound"),
+        constraints.Interval: ("lower_bound", "upper_bound"),
+        constraints.IntegerGreaterThan: ("lower_bound", None),
+        constraints.IntegerInterval: ("lower_bound", "upper_bound"),
     }
     names = fields.get(type(c))
     if names is None:

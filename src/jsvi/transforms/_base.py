@@ -336,16 +336,16 @@ class AffineTransform(Transform):
     @property
     def codomain(self) -> Constraint:  # type: ignore[override]
         base, n = self._domain, 0
-        if isinstance(base, constraints._Independent):
+        if isinstance(base, constraints.Independent):
             base, n = base.base_constraint, base.reinterpreted_batch_ndims
         out = self._map_constraint(base)
         return constraints.independent(out, n) if n else out
 
     def _map_constraint(self, c: Constraint) -> Constraint:
-        if isinstance(c, constraints._Real):
+        if isinstance(c, constraints.Real):
             return constraints.real
         sign = _known_sign(self.scale)
-        if sign == 0 and isinstance(c, constraints._Interval):
+        if sign == 0 and isinstance(c, constraints.Interval):
             # any nonzero scale maps an interval onto the interval between the
             # images of its ends (traced scales included)
             a = self.loc + self.scale * c.lower_bound
@@ -353,21 +353,21 @@ class AffineTransform(Transform):
             return constraints.interval(jnp.minimum(a, b), jnp.maximum(a, b))
         if sign == 0:
             return constraints.real
-        if isinstance(c, constraints._GreaterThan):
+        if isinstance(c, constraints.GreaterThan):
             bound = self.loc + self.scale * c.lower_bound
             return (
                 constraints.greater_than(bound)
                 if sign > 0
                 else constraints.less_than(bound)
             )
-        if isinstance(c, constraints._LessThan):
+        if isinstance(c, constraints.LessThan):
             bound = self.loc + self.scale * c.upper_bound
             return (
                 constraints.less_than(bound)
                 if sign > 0
                 else constraints.greater_than(bound)
             )
-        if isinstance(c, constraints._Interval):
+        if isinstance(c, constraints.Interval):
             a = self.loc + self.scale * c.lower_bound
             b = self.loc + self.scale * c.upper_bound
             return (

@@ -74,21 +74,21 @@ def _to_positive_definite(c: Any) -> Transform:
 
 _BIJECTIONS: Mapping[type, Callable[[Any], Transform]] = MappingProxyType(
     {
-        constraints._Real: lambda c: IdentityTransform(),
-        constraints._Positive: lambda c: ExpTransform(),
-        constraints._Nonnegative: lambda c: ExpTransform(),
-        constraints._GreaterThan: _to_greater_than,
-        constraints._LessThan: _to_less_than,
-        constraints._UnitInterval: lambda c: SigmoidTransform(),
-        constraints._Interval: _to_interval,
-        constraints._Simplex: lambda c: StickBreakingTransform(),
-        constraints._LowerCholesky: lambda c: LowerCholeskyTransform(),
-        constraints._PositiveDefinite: _to_positive_definite,
-        constraints._CorrCholesky: lambda c: CorrCholeskyTransform(),
-        constraints._CorrMatrix: lambda c: ComposeTransform(
+        constraints.Real: lambda c: IdentityTransform(),
+        constraints.Positive: lambda c: ExpTransform(),
+        constraints.Nonnegative: lambda c: ExpTransform(),
+        constraints.GreaterThan: _to_greater_than,
+        constraints.LessThan: _to_less_than,
+        constraints.UnitInterval: lambda c: SigmoidTransform(),
+        constraints.Interval: _to_interval,
+        constraints.Simplex: lambda c: StickBreakingTransform(),
+        constraints.LowerCholesky: lambda c: LowerCholeskyTransform(),
+        constraints.PositiveDefinite: _to_positive_definite,
+        constraints.CorrCholesky: lambda c: CorrCholeskyTransform(),
+        constraints.CorrMatrix: lambda c: ComposeTransform(
             [CorrCholeskyTransform(), CorrMatrixCholeskyTransform()]
         ),
-        constraints._Independent: _to_independent,
+        constraints.Independent: _to_independent,
     }
 )
 
