@@ -18,7 +18,6 @@ from jsvi.core._scan_steps import (
     SCAN_LENGTH_KEY,
     SCAN_SUMMED_KEY,
     _check_same_sites,
-    _concat,
     _Context,
     _kinds,
     _payload,
@@ -32,7 +31,7 @@ from jsvi.core.enumeration import ENUM_DIM_KEY
 from jsvi.core.primitives import FactorDensity
 from jsvi.core.runtime import Message, apply_stack
 from jsvi.core.trace import Site
-from jsvi.errors import ArgumentError, ShapeError, SiteError
+from jsvi.errors import ShapeError, SiteError
 
 __all__ = ["ChainLayout", "ChainReducer"]
 
@@ -40,13 +39,21 @@ __all__ = ["ChainLayout", "ChainReducer"]
 class ChainLayout(NamedTuple):
     """Where an enumerated ``scan`` puts the enumerated sites of its steps.
 
+    With ``history = k`` a step may depend on the sites of the ``k`` steps
+    before it, which lie in ``k`` blocks of dims, oldest first:
+    ``older_dims + (prev_dims,)``; the step being run takes ``new_dims``. The
+    first ``k`` steps are run unrolled, step ``j`` in block ``j``, so that
+    after them the blocks hold steps ``0 .. k-1``.
+
     Attributes:
-        prev_dims: dims of the enumerated sites of the step before (and of the
-            first step's own sites), one per enumerated site of a step.
+        prev_dims: dims of the enumerated sites of the step before, one per
+            enumerated site of a step.
         new_dims: dims of the enumerated sites of the step being run.
         names: the enumerated sites of a step, in order.
         max_plate_nesting: plates use dims ``-1 .. -max_plate_nesting``.
         outer_plates: names of the vectorized plates around the ``scan`` call.
+        older_dims: with ``history = k > 1``, the blocks of the steps ``k ..
+            2`` before, oldest first (empty for ``history = 1``).
     """
 
     prev_dims: tuple[int, ...]
@@ -54,21 +61,33 @@ class ChainLayout(NamedTuple):
     names: tuple[str, ...]
     max_plate_nesting: int
     outer_plates: frozenset
+    older_dims: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def blocks(self) -> tuple[tuple[int, ...], ...]:
+        """The blocks of the steps before the one being run, oldest first."""
+        return self.older_dims + (self.prev_dims,)
 
 
 class ChainReducer(Protocol):
     """Sums the enumerated sites of a chain out, one step at a time.
 
-    ``start`` gets the first step's sample sites (enumerated ones at
-    ``prev_dims``) and returns a state (a pytree of arrays of fixed shapes);
-    ``step`` gets the state and one later step's sites (enumerated ones at
-    ``new_dims``, the step before's at ``prev_dims``) and returns the next
-    state; ``finish`` returns the log-density with every enumerated site of the
-    chain summed out, positional over the plates around the call (and any
+    ``start`` gets the first step's sample sites (enumerated ones in the first
+    block, ``layout.blocks[0]``) and returns a state (a pytree of arrays of
+    fixed shapes); with ``history = k > 1``, ``extend`` then gets the state and
+    the sites of steps ``1 .. k-1`` (step ``j``'s enumerated sites in block
+    ``j``) and sums nothing out; ``step`` gets the state and one later step's
+    sites (enumerated ones at ``new_dims``, the ``k`` steps before in the
+    blocks) and returns the next state, where the oldest block is summed out
+    and block ``b + 1`` (``new_dims`` for the last) has become block ``b``;
+    ``finish`` returns the log-density with every enumerated site of the chain
+    summed out, positional over the plates around the call (and any
     enumeration dims from outside the chain that it depends on).
     """
 
     def start(self, sites: Sequence[Site]) -> PyTree: ...
+
+    def extend(self, state: PyTree, sites: Sequence[Site]) -> PyTree: ...
 
     def step(self, state: PyTree, sites: Sequence[Site]) -> PyTree: ...
 
@@ -81,31 +100,67 @@ class ChainReducer(Protocol):
 # (name -> array with a leading time axis), recorded as ``SCAN_DECIDED_KEY`` sites.
 
 
-def _shift(leaf: Any, like: Any, prev: tuple, new: tuple) -> Array:
-    """A carry (or output) leaf of a later step, its enumerated dims moved from
-    ``new`` back to ``prev``, shaped like the first step's ``like``."""
+def _roll(
+    leaf: Any, like: Any, blocks: Sequence[tuple], shift: int, history: int, names: tuple
+) -> Array:
+    """A carry (or output) leaf with the content of block ``b`` moved to block
+    ``b - shift`` (blocks taken cyclically), shaped like ``like``. A block
+    that moves past either end must have size 1: after a step (``shift=1``)
+    that is the oldest block, which the step may not pass on."""
     x, like = jnp.asarray(leaf), jnp.asarray(like)
-    rank = max(x.ndim, -min(new))
+    rank = max(x.ndim, -min(d for b in blocks for d in b))
     x = x.reshape((1,) * (rank - x.ndim) + x.shape)
-    for a in prev:
-        if x.shape[a] != 1:
-            raise SiteError(
-                f"scan: the carry (or output) of a step has size {x.shape[a]} at "
-                f"dim {a}, where the step before's enumerated sites lie: it reaches "
-                "back two steps, but history=1. Carry only values of the current "
-                "step."
-            )
-    for a, b in zip(prev, new):
-        x = jnp.swapaxes(x, a, b)
+    n = len(blocks)
+    perm = list(range(rank))
+    for b, block in enumerate(blocks):
+        dst = b - shift
+        for a in block if not 0 <= dst < n else ():
+            if x.shape[a] != 1:
+                raise SiteError(
+                    f"scan (enumerated sites {list(names)}): the carry (or output) "
+                    f"of a step has size {x.shape[a]} at dim {a}, where those of the "
+                    f"step {history} steps before lie: it reaches back {history + 1} "
+                    "steps, but "
+                    f"history={history}. Carry only values of the last {history} "
+                    "step(s), or raise history."
+                )
+        for a, c in zip(block, blocks[dst % n]):
+            perm[rank + c] = rank + a
+    if shift:
+        x = jnp.transpose(x, perm)
     lead = x.ndim - like.ndim
     if lead > 0:
         if any(s != 1 for s in x.shape[:lead]):
             raise ShapeError(
                 f"scan: a carry leaf has shape {x.shape} after a step, but "
-                f"{like.shape} after the first step. Keep the carry's shape fixed."
+                f"{like.shape} after the first {history} step(s). Keep the carry's "
+                "shape fixed."
             )
         x = x.reshape(x.shape[lead:])
-    return jnp.broadcast_to(x, like.shape).astype(like.dtype)
+    try:
+        return jnp.broadcast_to(x, like.shape).astype(like.dtype)
+    except ValueError as err:
+        raise ShapeError(
+            f"scan: a carry (or output) leaf has shape {x.shape} after a step, but "
+            f"{like.shape} after the first {history} step(s). Keep its shape fixed."
+        ) from err
+
+
+def _stack(first: list, rest: PyTree | None) -> PyTree:
+    """Per-step pytrees of the unrolled steps, stacked, then ``rest``."""
+    head = jax.tree.map(lambda *a: jnp.stack(a), *first)
+    if rest is None:
+        return head
+    return jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), head, rest)
+
+
+def _enum_names(records: list[_Record], names: tuple[str, ...]) -> None:
+    got = tuple(r.msg.name for r in records if ENUM_DIM_KEY in r.msg.infer)
+    if got != names:
+        raise SiteError(
+            f"scan: the first step enumerated {list(names)}, a later step "
+            f"{list(got)}. Every step must enumerate the same sites."
+        )
 
 
 def _enumerated(
@@ -120,89 +175,99 @@ def _enumerated(
     outer: frozenset,
     history: int,
 ) -> tuple[PyTree, PyTree]:
-    """The scan with enumerated sites summed out by the enum handler's reducer."""
+    """The scan with enumerated sites summed out by the enum handler's reducer:
+    the first ``k = min(history, T)`` steps unrolled, step ``j`` enumerated in
+    block ``j``, the others in ``lax.scan`` (see ``ChainLayout``)."""
     outer_enum = ctx.outer_enum
     assert outer_enum is not None
     if outer_enum.chain_reducer is None:
         raise SiteError(
             f"sample site {names[0]!r}: marked for enumeration inside jsvi.scan, "
-            "which only TraceEnum_ELBO (and infer_discrete) sum out; "
-            "log_likelihood does not yet. Use TraceEnum_ELBO, or sample the site "
-            "in the guide."
+            "which only TraceEnum_ELBO, infer_discrete and log_likelihood sum "
+            "out. Use TraceEnum_ELBO, or sample the site in the guide."
         )
-    if history > 1:
-        raise ArgumentError(
-            f"scan: history={history} with enumerated sites ({list(names)}) is not "
-            "supported; jsvi.scan sums out first-order chains (history=1). Carry the "
-            "last two states as one enumerated site (K*K values), or use "
-            "jsvi.markov(range(T), history=2)."
-        )
-    m = len(names)
-    prev = tuple(first_dim - i for i in range(m))
-    new = tuple(first_dim - m - i for i in range(m))
-    layout = ChainLayout(prev, new, names, outer_enum.max_plate_nesting, outer)
+    m, n = len(names), ctx.length
+    k = max(1, min(history, n))
+    blocks = tuple(tuple(first_dim - b * m - i for i in range(m)) for b in range(k + 1))
+    layout = ChainLayout(
+        blocks[k - 1], blocks[k], names, outer_enum.max_plate_nesting, outer, blocks[: k - 1]
+    )
     reducer = outer_enum.chain_reducer(layout)
-    state0 = reducer.start(_sites(records0))
+    state = reducer.start(_sites(records0))
+    carry, ys0, head = carry0, [y0], [records0]
+    for j in range(1, k):
+        x = jax.tree.map(lambda a, j=j: a[j - 1], rest)
+        local = outer_enum.scan_child(blocks[j][0])
+        carry, y, records = _run_step(f, carry, x, j, ctx, local)
+        _check_same_sites(records0, _kinds(records))
+        _enum_names(records, names)
+        state = reducer.extend(state, _sites(records))
+        ys0.append(y)
+        head.append(records)
     outputs = bool(getattr(reducer, "has_step_outputs", False))
     meta: list[list[tuple[str, str]]] = []
+
+    def roll(tree: PyTree, like: PyTree, shift: int) -> PyTree:
+        return jax.tree.map(lambda a, b: _roll(a, b, blocks, shift, history, names), tree, like)
+
+    def payload(records: list[_Record]) -> list:
+        return [_payload(r, False) for r in records if _stackable(r)]
+
+    like_y, like_p = ys0[-1], payload(head[-1])
+    first_ys = [roll(y, like_y, j + 1 - k) for j, y in enumerate(ys0)]
+    first_p = [roll(payload(r), like_p, j + 1 - k) for j, r in enumerate(head)]
 
     def body(carry: tuple, inp: tuple) -> tuple:
         user, state = carry
         t, x = inp
-        local = outer_enum.scan_child(first_dim - m)
+        local = outer_enum.scan_child(blocks[k][0])
         user_new, y, records = _run_step(f, user, x, t, ctx, local)
         meta.append(_kinds(records))
-        got = tuple(r.msg.name for r in records if ENUM_DIM_KEY in r.msg.infer)
-        if got != names:
-            raise SiteError(
-                f"scan: the first step enumerated {list(names)}, a later step "
-                f"{list(got)}. Every step must enumerate the same sites."
-            )
+        _enum_names(records, names)
         state = reducer.step(state, _sites(records))
         out = None
         if outputs:
             state, out = state
-        user_new = jax.tree.map(lambda a, b: _shift(a, b, prev, new), user_new, carry0)
-        y = jax.tree.map(lambda a, b: _shift(a, b, prev, new), y, y0)
-        payload = [_payload(r, False) for r in records if _stackable(r)]
-        payload = jax.tree.map(lambda a, b: _shift(a, b, prev, new), payload, payload0)
-        return (user_new, state), (y, payload, out)
+        user_new = roll(user_new, carry_like, 1)
+        return (user_new, state), (roll(y, like_y, 1), roll(payload(records), like_p, 1), out)
 
-    payload0 = [_payload(r, False) for r in records0 if _stackable(r)]
-    n = ctx.length
-    if n == 1:
-        carry, state, outs = carry0, state0, None
-        ys, stacked = _concat(y0, None), _concat(payload0, None)
+    carry_like = carry
+    if n == k:
+        outs, ys_rest, rest_payload = None, None, None
     else:
+        rest = jax.tree.map(lambda a: a[k - 1 :], rest)
         (carry, state), (ys_rest, rest_payload, outs) = jax.lax.scan(
-            body, (carry0, state0), (jnp.arange(1, n), rest)
+            body, (carry, state), (jnp.arange(k, n), rest)
         )
         _check_same_sites(records0, meta[0])
-        ys, stacked = _concat(y0, ys_rest), _concat(payload0, rest_payload)
+    ys, stacked = _stack(first_ys, ys_rest), _stack(first_p, rest_payload)
     log_factor = reducer.finish(state)
+    chain_site = f"_jsvi/scan/{names[0]}"
     apply_stack(
         Message(
             kind="sample",
-            name=f"_jsvi/scan/{names[0]}",
+            name=chain_site,
             fn=FactorDensity(log_factor),
             value=jnp.zeros(jnp.shape(log_factor)),
             is_observed=True,
         )
     )
-    _record_stacked(records0, stacked, n, summed=True)
+    _record_stacked(records0, stacked, n, summed=chain_site)
     if outputs:
-        _record_decided(records0, reducer.decide(state, outs), n)
+        _record_decided(records0, reducer.decide(state, outs), n, chain_site)
     return carry, ys
 
 
-def _record_decided(records: list[_Record], values: dict, length: int) -> None:
+def _record_decided(
+    records: list[_Record], values: dict, length: int, chain_site: str
+) -> None:
     for record in records:
         msg = record.msg
         if msg.name not in values:
             continue
         infer = {k: v for k, v in msg.infer.items() if k != ENUM_DIM_KEY}
         infer.update({SCAN_LENGTH_KEY: length, SCAN_DECIDED_KEY: True})
-        infer[SCAN_SUMMED_KEY] = True
+        infer[SCAN_SUMMED_KEY] = chain_site
         out = Message(
             kind="sample",
             name=msg.name,

@@ -33,7 +33,8 @@ SCAN_LENGTH_KEY = "_scan_length"
 SCAN_DECIDED_KEY = "_scan_decided"
 
 #: ``site.infer`` key of a stacked site whose log-density an enumerated ``scan``
-#: already holds in its ``"_jsvi/scan/..."`` site; estimators skip it.
+#: already holds in its ``"_jsvi/scan/..."`` site (the key's value is that
+#: site's name); estimators skip it.
 SCAN_SUMMED_KEY = "_scan_summed"
 
 _VALUE_HANDLERS = ("replay", "substitute", "condition")
@@ -211,7 +212,7 @@ def _stacked_extra(x: Any, rank: int) -> Any:
 
 
 def _record_stacked(
-    records: list[_Record], stacked: list[PyTree], length: int, summed: bool
+    records: list[_Record], stacked: list[PyTree], length: int, summed: str | None
 ) -> None:
     """Give the stacked sites to the handlers that would record them."""
     it = iter(stacked)
@@ -225,7 +226,7 @@ def _record_stacked(
             value, fn_part, scale, mask = next(it)
             infer = {**msg.infer, SCAN_LENGTH_KEY: length}
             if summed:
-                infer[SCAN_SUMMED_KEY] = True
+                infer[SCAN_SUMMED_KEY] = summed
             kind = _fn_kind(record)
             if summed:
                 fn = msg.fn  # the first step's: the site is not scored on its own

@@ -21,18 +21,23 @@ How the handlers around the call see the steps:
   plates inside ``f`` are recorded once, as of the first step.
 * Under an ``enum`` handler (``TraceEnum_ELBO``), sites of ``f`` marked for
   enumeration are summed out by the handler's ``chain_reducer`` (the forward
-  algorithm) inside the loop, carrying the filter message. The enumerated
-  sites of the first step take dims ``F, F-1, ...`` left of every dim in use;
-  those of later steps the next ones, ``F-m, F-m-1, ...``, and the carry is
-  moved back onto the first set after each step, so its shape is the same at
-  every step. The summed-out log-density is recorded as one observed site
-  ``"_jsvi/scan/<first enumerated site>"`` in the plates around the call, where
-  the ``scale`` and ``mask`` around the call apply to it; the other sites of
-  ``f`` are recorded stacked, marked ``infer["_scan_summed"]`` (their
-  log-density is in that site). ``history`` must then be 0 or 1.
-* A reducer may also decide the enumerated sites (``infer_discrete``: Viterbi
-  or forward filtering with backward sampling); they are then recorded stacked,
-  marked ``infer["_scan_decided"]``.
+  algorithm) inside the loop, carrying the filter message. With ``history =
+  k`` a step may depend (through the carry) on the enumerated sites of the
+  ``k`` steps before it, and the message is a table over their values. The
+  first ``k`` steps run unrolled; step ``j`` enumerates its sites in block
+  ``j`` of dims (``F - j*m, F - j*m - 1, ...`` for ``m`` enumerated sites a
+  step, ``F`` left of every dim in use), later steps in block ``k``; after
+  each later step the blocks move back by one (block ``b + 1`` becomes block
+  ``b``), so the carry's shape is the same at every step, and the carry may
+  not hold the oldest block's sites any more. The summed-out log-density is
+  recorded as one observed site ``"_jsvi/scan/<first enumerated site>"`` in
+  the plates around the call, where the ``scale`` and ``mask`` around the call
+  apply to it; the other sites of ``f`` are recorded stacked, marked
+  ``infer["_scan_summed"]`` (the name of that site, which holds their
+  log-density).
+* A reducer may also decide the enumerated sites of a chain with
+  ``history=1`` (``infer_discrete``: Viterbi or forward filtering with backward
+  sampling); they are then recorded stacked, marked ``infer["_scan_decided"]``.
 
 May import: ``jsvi.core.*``, ``jsvi._typing``, ``jsvi.errors``.
 """
@@ -121,14 +126,14 @@ def scan(
         xs: per-step inputs, stacked along axis 0 (or None with ``length``).
         length: the number of steps ``T`` (default: the leading axis of ``xs``).
         history: how many earlier steps a step's enumerated sites may depend on
-            (through the carry): 0 or 1 where sites are enumerated.
+            (through the carry). Enumerated chains cost ``K**(history+1)`` per
+            step and chain for ``K`` values a step.
 
     Returns:
         ``(carry, ys)``: the last carry and the stacked per-step outputs.
 
     Raises:
-        ArgumentError: bad ``history``/``length``, or enumerated sites with
-            ``history`` above 1.
+        ArgumentError: bad ``history``/``length``.
         ShapeError: ``xs`` and ``length`` disagree, or a value supplied from
             outside lacks the time axis.
         SiteError: an enumerated site where no estimator sums it out, or a
@@ -166,7 +171,9 @@ def scan(
     carry0, y0, records0 = _run_step(f, init, x0, 0, ctx, local)
     names = tuple(r.msg.name for r in records0 if ENUM_DIM_KEY in r.msg.infer)
     if names:
-        return _enumerated(f, ctx, carry0, y0, records0, rest, names, first_dim, outer, history)
+        return _enumerated(
+            f, ctx, carry0, y0, records0, rest, names, first_dim, outer, history
+        )
     meta: list[list[tuple[str, str]]] = []  # static: (kind, name) of each site
 
     def body(carry: PyTree, inp: tuple) -> tuple:
@@ -185,7 +192,7 @@ def scan(
         )
         _check_same_sites(records0, meta[0])
         ys, stacked = _concat(y0, ys_rest), _concat(payload0, rest_payload)
-    _record_stacked(records0, stacked, n, summed=False)
+    _record_stacked(records0, stacked, n, summed=None)
     return carry, ys
 
 

@@ -45,7 +45,11 @@ __all__ = ["ForwardReducer"]
 
 
 class ForwardReducer:
-    """Sum a first-order chain of enumerated steps out (``jsvi.scan``).
+    """Sum a chain of enumerated steps out (``jsvi.scan``).
+
+    With ``history = k`` the message is a table over the enumerated sites of
+    the last ``k`` steps (``K**k`` entries per chain for ``K`` values a step):
+    each step adds its factors and sums the oldest step out.
 
     Args:
         layout: where the enumerated sites of the steps lie.
@@ -104,10 +108,14 @@ class ForwardReducer:
         factors = self._factors(sites)
         self.chain = self._chain_ordinal(sites)
         nesting = lay.max_plate_nesting
-        free = {d for d in self.sizes if -d > nesting and d not in lay.prev_dims}
+        blocks = lay.blocks
+        self.chain_dims = tuple(d for block in blocks for d in block)
+        free = {d for d in self.sizes if -d > nesting and d not in self.chain_dims}
         self.free = free
+        for block in blocks[1:]:  # later blocks hold the same sites
+            self.sizes.update({d: self.sizes[d0] for d, d0 in zip(block, blocks[0])})
         self.alpha_dims = tuple(
-            sorted(set(lay.prev_dims) | self._plate_dims(self.chain) | free)
+            sorted(set(self.chain_dims) | self._plate_dims(self.chain) | free)
         )
         self.extra_dims = tuple(sorted(self._plate_dims(lay.outer_plates) | free))
         for p in self.plates.values():
@@ -116,27 +124,39 @@ class ForwardReducer:
         extra = jnp.zeros(tuple(self.sizes[d] for d in self.extra_dims))
         return self._accumulate(factors, {}, alpha, extra)
 
+    def extend(self, state: tuple[Array, Array], sites: Sequence[Site]) -> tuple:
+        """One of the first ``history`` steps after the first: its factors are
+        added, nothing is summed out yet."""
+        return self._accumulate(self._factors(sites), {}, *state)
+
     def step(self, state: tuple[Array, Array], sites: Sequence[Site]) -> tuple:
         lay = self.layout
         alpha, extra = state
         factors = self._factors(sites)
         factors.append((Factor(alpha, self.alpha_dims), self.chain))
-        names = dict(zip(lay.prev_dims, lay.names))
-        variables = {d: Variable(names[d], self.chain) for d in lay.prev_dims}
-        free = {d: Variable(n, self.chain) for d, n in zip(lay.new_dims, lay.names)}
+        blocks = lay.blocks + (lay.new_dims,)
+        # the oldest block is summed out; the others move one block back
+        variables = {d: Variable(n, self.chain) for d, n in zip(blocks[0], lay.names)}
+        free = {
+            d: Variable(n, self.chain)
+            for block in blocks[1:]
+            for d, n in zip(block, lay.names)
+        }
         free.update({d: Variable(f"(dim {d})", frozenset()) for d in self.free})
         terms = contract_to_terms(
             factors, variables, self.plates, free, maximize=self.maximize
         )
-        rename = dict(zip(lay.new_dims, lay.prev_dims))
+        rename = {
+            d: d0 for b in range(1, len(blocks)) for d, d0 in zip(blocks[b], blocks[b - 1])
+        }
         return self._accumulate(terms, rename, jnp.zeros_like(alpha), extra)
 
     def finish(self, state: tuple[Array, Array]) -> Array:
         alpha, extra = state
         lay = self.layout
-        axes = tuple(self.alpha_dims.index(d) for d in lay.prev_dims)
+        axes = tuple(self.alpha_dims.index(d) for d in self.chain_dims)
         log = (jnp.max if self.maximize else jax.nn.logsumexp)(alpha, axis=axes)
-        dims = tuple(d for d in self.alpha_dims if d not in lay.prev_dims)
+        dims = tuple(d for d in self.alpha_dims if d not in self.chain_dims)
         inner = self._plate_dims(self.chain - lay.outer_plates)
         log, dims = _sum_dims(log, dims, inner)
         total = extra + _aligned(log, dims, self.extra_dims)
@@ -159,7 +179,7 @@ class ForwardReducer:
                 log, dims = self._multiply_out(log, dims, ordinal - self.chain)
                 alpha = alpha + _aligned(log, dims, self.alpha_dims)
             else:
-                if set(dims) & set(self.layout.prev_dims):
+                if set(dims) & set(self.chain_dims):
                     raise SiteError(
                         f"enumerated sites {list(self.layout.names)}: a site outside "
                         "their plates depends on them inside jsvi.scan. A site may "
@@ -223,6 +243,14 @@ class ChainDecider(ForwardReducer):
         super().__init__(layout, maximize=temperature == 0)
         self.temperature = temperature
         self.rng_key = jax.random.key(0) if rng_key is None else rng_key
+        if layout.older_dims:
+            raise SiteError(
+                f"infer_discrete: jsvi.scan step enumerates {list(layout.names)} "
+                f"with history={len(layout.older_dims) + 1}; it decides first-order "
+                "chains (history=1) only. Write the chain with "
+                "jsvi.markov(range(T), history=...) to decide it, or carry the "
+                "last states as one enumerated site (history=1)."
+            )
         if len(layout.names) != 1:
             raise SiteError(
                 f"infer_discrete: jsvi.scan step enumerates {list(layout.names)}; "

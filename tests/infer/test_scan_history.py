@@ -1,0 +1,170 @@
+"""``jsvi.scan(..., history=k)`` with enumerated sites under TraceEnum_ELBO:
+the forward message is a table over the last ``k`` steps' states, and the loss
+and gradient equal a sum over every path and the same chain written with
+``jsvi.markov(..., history=k)``; a carry that reaches back further, and
+``infer_discrete`` on such a chain, are typed errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jsvi
+import jsvi.distributions as dist
+from jsvi import constraints
+from jsvi.errors import SiteError
+
+RTOL, GRAD_RTOL = 1e-5, 1e-4  # float32 sums; gradients through T steps
+
+
+def empty_guide(*args):
+    del args
+
+
+def _params(K, order, key=3):
+    k1, k2 = jax.random.split(jax.random.key(key))
+    return {
+        "trans": jax.nn.softmax(jax.random.normal(k1, (K,) * (order + 1)), -1),
+        "locs": jax.random.normal(k2, (K,)) * 2.0,
+    }
+
+
+def _data(N, T, key=1):
+    return jax.random.normal(jax.random.key(key), (N, T)) + jnp.arange(T) % 3
+
+
+def _site_params(K, order):
+    trans = jsvi.param("trans", jnp.ones((K,) * (order + 1)) / K, constraints.simplex)
+    locs = jsvi.param("locs", jnp.zeros(K))
+    return trans, locs
+
+
+def scan_chain(K, order):
+    """N sequences (plate around the scan), ys (N, T): z_t depends on the
+    ``order`` states before it (state 0 before the start)."""
+
+    @jsvi.config_enumerate
+    def model(ys):
+        trans, locs = _site_params(K, order)
+
+        def step(prev, y):
+            z = jsvi.sample("z", dist.Categorical(trans[prev]))
+            jsvi.sample("y", dist.Normal(locs[z], 1.0), obs=y)
+            return prev[1:] + (z,), None
+
+        with jsvi.plate("sequences", ys.shape[0]):
+            start = tuple(jnp.zeros(ys.shape[0], jnp.int32) for _ in range(order))
+            jsvi.scan(step, start, ys.T, history=order)
+
+    return model
+
+
+def markov_chain(K, order):
+    """The same chain as ``scan_chain`` as a Python loop under ``jsvi.markov``."""
+
+    @jsvi.config_enumerate
+    def model(ys):
+        trans, locs = _site_params(K, order)
+        with jsvi.plate("sequences", ys.shape[0]):
+            prev = (0,) * order
+            for t in jsvi.markov(range(ys.shape[1]), history=order):
+                z = jsvi.sample(f"z_{t}", dist.Categorical(trans[prev]))
+                jsvi.sample(f"y_{t}", dist.Normal(locs[z], 1.0), obs=ys[:, t])
+                prev = prev[1:] + (z,)
+
+    return model
+
+
+def path_log_lik(p, ys, K, order):
+    """Every path of every sequence, summed by brute force."""
+    T = ys.shape[1]
+    paths = jnp.asarray(list(itertools.product(range(K), repeat=T)))
+    log_trans = jnp.log(p["trans"])
+
+    def one(path, y):
+        full = jnp.concatenate([jnp.zeros(order, path.dtype), path])
+        index = tuple(full[i : i + T] for i in range(order + 1))
+        lp = jnp.sum(log_trans[index])
+        return lp + jnp.sum(jax.scipy.stats.norm.logpdf(y, p["locs"][path], 1.0))
+
+    per = jax.vmap(lambda y: jax.nn.logsumexp(jax.vmap(one, (0, None))(paths, y)))(ys)
+    return jnp.sum(per)
+
+
+def _value_and_grad(model, params, *args):
+    est = jsvi.TraceEnum_ELBO()
+    return jax.jit(
+        jax.value_and_grad(
+            lambda q: -est.loss(jax.random.key(0), q, model, empty_guide, *args)
+        )
+    )(params)
+
+
+def _assert_close(got, want):
+    (value, grad), (want_value, want_grad) = got, want
+    np.testing.assert_allclose(value, want_value, rtol=RTOL)
+    for name in want_grad:
+        scale = float(jnp.max(jnp.abs(want_grad[name])))
+        np.testing.assert_allclose(
+            grad[name],
+            want_grad[name],
+            rtol=GRAD_RTOL,
+            atol=GRAD_RTOL * max(scale, 1.0),
+            err_msg=name,
+        )
+
+
+@pytest.mark.parametrize(
+    "K, order, N, T",
+    [(3, 2, 2, 5), (2, 2, 1, 2), (2, 3, 2, 5)],
+    ids=["second-order", "shorter-than-history", "third-order"],
+)
+def test_scan_history_equals_brute_force(K, order, N, T):
+    ys, params = _data(N, T), _params(K, order)
+    got = _value_and_grad(scan_chain(K, order), params, ys)
+    want = jax.value_and_grad(lambda q: path_log_lik(q, ys, K, order))(params)
+    _assert_close(got, want)
+
+
+def test_scan_history_two_equals_markov_history_two():
+    K, order, ys = 3, 2, _data(2, 7, key=4)
+    params = _params(K, order, key=7)
+    got = _value_and_grad(scan_chain(K, order), params, ys)
+    want = _value_and_grad(markov_chain(K, order), params, ys)
+    _assert_close(got, want)
+
+
+def _reaching(history, carried):
+    """A chain whose carry holds the last ``carried`` states."""
+
+    @jsvi.config_enumerate
+    def model(ys):
+        trans, locs = _site_params(2, 1)
+
+        def step(prev, y):
+            z = jsvi.sample("z", dist.Categorical(trans[prev[-1]]))
+            jsvi.sample("y", dist.Normal(locs[z], 1.0), obs=y)
+            return prev[1:] + (z,), None
+
+        jsvi.scan(step, (0,) * carried, ys, history=history)
+
+    return model
+
+
+@pytest.mark.parametrize("history", [1, 2])
+def test_a_carry_reaching_past_history_is_an_error(history):
+    model = _reaching(history, history + 1)
+    with pytest.raises(SiteError, match=f"reaches back {history + 1} steps, but history={history}"):
+        jsvi.TraceEnum_ELBO().loss(
+            jax.random.key(0), _params(2, 1), model, empty_guide, jnp.zeros(6)
+        )
+
+
+def test_infer_discrete_on_a_history_two_scan_is_an_error():
+    model = jsvi.handlers.substitute(scan_chain(2, 2), data=_params(2, 2))
+    with pytest.raises(SiteError, match=r"\['z'\] with history=2"):
+        jsvi.infer_discrete(model, temperature=0)(_data(1, 4))
