@@ -1,8 +1,9 @@
 """``jsvi.scan(..., history=k)`` with enumerated sites under TraceEnum_ELBO:
 the forward message is a table over the last ``k`` steps' states, and the loss
 and gradient equal a sum over every path and the same chain written with
-``jsvi.markov(..., history=k)``; a carry that reaches back further, and
-``infer_discrete`` on such a chain, are typed errors."""
+``jsvi.markov(..., history=k)``; ``infer_discrete`` decides such a chain
+(Viterbi, and draws from the exact posterior); a carry that reaches back
+further is a typed error."""
 
 from __future__ import annotations
 
@@ -164,7 +165,63 @@ def test_a_carry_reaching_past_history_is_an_error(history):
         )
 
 
-def test_infer_discrete_on_a_history_two_scan_is_an_error():
-    model = jsvi.handlers.substitute(scan_chain(2, 2), data=_params(2, 2))
-    with pytest.raises(SiteError, match=r"\['z'\] with history=2"):
-        jsvi.infer_discrete(model, temperature=0)(_data(1, 4))
+def path_log_joint(p, y, K, order):
+    """log p(path, y) of every path of one sequence in float64: (K**T,), paths."""
+    T = y.shape[0]
+    paths = np.array(list(itertools.product(range(K), repeat=T)))
+    full = np.concatenate([np.zeros((paths.shape[0], order), int), paths], 1)
+    log_trans = np.log(np.asarray(p["trans"], np.float64))
+    index = tuple(full[:, i : i + T] for i in range(order + 1))
+    locs = np.asarray(p["locs"], np.float64)
+    lp = np.sum(log_trans[index], 1)
+    lp += np.sum(-0.5 * (np.asarray(y, np.float64) - locs[paths]) ** 2, 1)
+    return lp, paths
+
+
+def _decided(K, order, ys, temperature, key=None):
+    model = jsvi.handlers.substitute(scan_chain(K, order), data=_params(K, order))
+    decided = jsvi.infer_discrete(model, temperature=temperature, rng_key=key)
+    tr = jsvi.handlers.trace(decided).get_trace(ys)
+    return tr["z"].value.reshape(ys.shape[1], ys.shape[0]).T  # (N, T)
+
+
+@pytest.mark.parametrize(
+    "K, order, T", [(2, 2, 5), (2, 3, 6), (3, 2, 2)],
+    ids=["second-order", "third-order", "shorter-than-history"],
+)
+def test_viterbi_on_a_scan_with_history_is_the_best_path(K, order, T):
+    ys = _data(2, T)
+    got = np.asarray(jax.jit(lambda ys: _decided(K, order, ys, 0))(ys))
+    for n in range(ys.shape[0]):
+        lp, paths = path_log_joint(_params(K, order), ys[n], K, order)
+        np.testing.assert_array_equal(got[n], paths[np.argmax(lp)])
+
+
+Z = 4.5  # about 10 scalars per sequence
+
+
+def assert_frequency(hits, p):
+    """Frequencies of events against exact probabilities ``p``, within ``Z``
+    binomial standard errors from the exact ``p`` plus one draw's worth."""
+    hits = np.asarray(hits, float)
+    n = hits.shape[0]
+    se = np.sqrt(np.asarray(p) * (1 - np.asarray(p)) / n)
+    err = np.abs(hits.mean(0) - p)
+    assert np.all(err <= Z * se + 1.0 / n), (hits.mean(0), p, se)
+
+
+@pytest.mark.statistical
+def test_posterior_draws_on_a_scan_with_history_two_match_the_exact_posterior():
+    K, order, ys = 2, 2, _data(2, 5, key=6)
+    keys = jax.random.split(jax.random.key(0), 2000)
+    run = jax.jit(jax.vmap(lambda key: _decided(K, order, ys, 1, key)))
+    draws = np.asarray(run(keys))  # (draws, N, T)
+    for n in range(ys.shape[0]):
+        lp, paths = path_log_joint(_params(K, order), ys[n], K, order)
+        post = np.exp(lp - np.logaddexp.reduce(lp))
+        marginal = np.array([post[paths[:, t] == 1].sum() for t in range(5)])
+        assert_frequency(draws[:, n] == 1, marginal)
+        # joint statistics two steps apart (where a second-order chain acts)
+        for t in (0, 2):
+            same = draws[:, n, t] == draws[:, n, t + 2]
+            assert_frequency(same, post[paths[:, t] == paths[:, t + 2]].sum())
