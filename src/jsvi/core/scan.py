@@ -35,9 +35,9 @@ How the handlers around the call see the steps:
   apply to it; the other sites of ``f`` are recorded stacked, marked
   ``infer["_scan_summed"]`` (the name of that site, which holds their
   log-density).
-* A reducer may also decide the enumerated sites of a chain with
-  ``history=1`` (``infer_discrete``: Viterbi or forward filtering with backward
-  sampling); they are then recorded stacked, marked ``infer["_scan_decided"]``.
+* A reducer may also decide the enumerated sites (``infer_discrete``: Viterbi
+  or forward filtering with backward sampling); they are then recorded stacked,
+  marked ``infer["_scan_decided"]``.
 
 May import: ``jsvi.core.*``, ``jsvi._typing``, ``jsvi.errors``.
 """
