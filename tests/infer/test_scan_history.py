@@ -225,3 +225,40 @@ def test_posterior_draws_on_a_scan_with_history_two_match_the_exact_posterior():
         for t in (0, 2):
             same = draws[:, n, t] == draws[:, n, t + 2]
             assert_frequency(same, post[paths[:, t] == paths[:, t + 2]].sum())
+
+
+def test_two_enumerated_sites_a_step_and_a_plate_inside_it():
+    """a_t depends on a_{t-2}, b_t on a_t and b_{t-1}; each step observes a
+    plate of three values: the blocks hold two dims each."""
+    K, T = 2, 4
+    k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+    A = jax.nn.softmax(jax.random.normal(k1, (K, K)), -1)
+    B = jax.nn.softmax(jax.random.normal(k2, (K, K, K)), -1)
+    loc = jax.random.normal(k3, (K, K)) * 2.0
+    ys = jax.random.normal(jax.random.key(1), (T, 3))
+
+    @jsvi.config_enumerate
+    def model(ys):
+        def step(c, y):
+            a2, a1, b1 = c
+            a = jsvi.sample("a", dist.Categorical(A[a2]))
+            b = jsvi.sample("b", dist.Categorical(B[a, b1]))
+            with jsvi.plate("obs", 3):
+                jsvi.sample("y", dist.Normal(loc[a, b], 1.0), obs=y)
+            return (a1, a, b), None
+
+        jsvi.scan(step, (0, 0, 0), ys, history=2)
+
+    paths = np.array(list(itertools.product(range(K), repeat=2 * T)))
+    a = np.concatenate([np.zeros((len(paths), 2), int), paths[:, :T]], 1)
+    b = np.concatenate([np.zeros((len(paths), 1), int), paths[:, T:]], 1)
+    A64, B64, loc64 = (np.asarray(x, np.float64) for x in (A, B, loc))
+    lp = np.sum(np.log(A64[a[:, :T], a[:, 2:]]), 1)
+    lp += np.sum(np.log(B64[a[:, 2:], b[:, :T], b[:, 1:]]), 1)
+    means = loc64[a[:, 2:], b[:, 1:]][..., None]  # (paths, T, 1)
+    lp += np.sum(-0.5 * (np.asarray(ys, np.float64) - means) ** 2, (1, 2))
+    lp -= 0.5 * np.log(2 * np.pi) * ys.size
+    want = np.logaddexp.reduce(lp)
+    est = jsvi.TraceEnum_ELBO()
+    got = -jax.jit(lambda ys: est.loss(jax.random.key(0), {}, model, empty_guide, ys))(ys)
+    np.testing.assert_allclose(got, want, rtol=RTOL)
