@@ -13,7 +13,7 @@ import pytest
 
 import jsvi
 import jsvi.distributions as dist
-from jsvi.errors import ShapeError
+from jsvi.errors import ShapeError, SiteError
 
 RTOL = 1e-5
 X = jnp.array([-0.3, 2.9, 0.4, 3.6, 1.2])
@@ -181,3 +181,18 @@ def test_loo_runs_on_a_scan_chain():
         loo = az.loo(idata, pointwise=True)
     assert np.isfinite(loo.elpd_loo)
     assert loo.loo_i.shape == (12,)  # one point per sequence
+
+
+def test_a_latent_site_inside_an_enumerated_scan_is_an_error():
+    @jsvi.config_enumerate
+    def model(ys):
+        def step(s, y):
+            s = jsvi.sample("s", dist.Categorical(TRANS[s]))
+            x = jsvi.sample("x", dist.Normal(2.0 * s, 1.0))
+            jsvi.sample("y", dist.Normal(x, 1.0), obs=y)
+            return s, None
+
+        jsvi.scan(step, 0, ys)
+
+    with pytest.raises(SiteError, match="sample site 'x': latent, inside a jsvi.scan"):
+        jsvi.log_likelihood(model, {"x": jnp.zeros((2, 4))}, jnp.zeros(4))

@@ -262,3 +262,15 @@ def test_two_enumerated_sites_a_step_and_a_plate_inside_it():
     est = jsvi.TraceEnum_ELBO()
     got = -jax.jit(lambda ys: est.loss(jax.random.key(0), {}, model, empty_guide, ys))(ys)
     np.testing.assert_allclose(got, want, rtol=RTOL)
+
+
+def test_log_likelihood_of_a_history_two_scan_is_each_sequences_likelihood():
+    K, order, ys = 3, 2, _data(3, 4, key=8)
+    params = _params(K, order)
+    draws = {k: jnp.stack([v, v]) for k, v in params.items()}  # two equal draws
+    ll = jsvi.log_likelihood(scan_chain(K, order), draws, ys)
+    assert set(ll) == {"y"} and ll["y"].shape == (2, 3)
+    for n in range(ys.shape[0]):
+        lp, _ = path_log_joint(params, ys[n], K, order)
+        want = np.logaddexp.reduce(lp) - 0.5 * np.log(2 * np.pi) * ys.shape[1]
+        np.testing.assert_allclose(ll["y"][:, n], [want, want], rtol=RTOL)

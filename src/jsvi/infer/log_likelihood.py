@@ -38,7 +38,7 @@ from jsvi.core.enumeration import ENUM_DIM_KEY, ENUM_LIVE_KEY, enum
 from jsvi.core.handlers import block, seed, substitute, trace
 from jsvi.core.scan import SCAN_SUMMED_KEY
 from jsvi.core.trace import Site, Trace
-from jsvi.errors import ArgumentError, ShapeError
+from jsvi.errors import ArgumentError, ShapeError, SiteError
 from jsvi.infer._contract import (
     Factor,
     PlateInfo,
@@ -86,6 +86,8 @@ def log_likelihood(
     Raises:
         ArgumentError: ``posterior_samples`` is not a non-empty dict.
         ShapeError: the samples disagree on the number of draws.
+        SiteError: a latent site that is not enumerated sits inside a
+            ``jsvi.scan`` with enumerated sites.
 
     Example:
         >>> import jax.numpy as jnp, jsvi, jsvi.distributions as dist
@@ -144,8 +146,16 @@ def _pointwise(tr: Trace, nesting: int) -> dict[str, Array]:
     latent = [(n, f) for n, f in latent if any(d in labels.values() for d in f.dims)]
     chains: dict[str, list[str]] = {}  # a scan's summed site -> its observed sites
     for name, site in tr.sample_sites().items():
-        if site.is_observed and SCAN_SUMMED_KEY in site.infer:
-            chains.setdefault(site.infer[SCAN_SUMMED_KEY], []).append(name)
+        if SCAN_SUMMED_KEY not in site.infer:
+            continue
+        if not site.is_observed:
+            raise SiteError(
+                f"sample site {name!r}: latent, inside a jsvi.scan whose enumerated "
+                "sites log_likelihood sums out; the sequence's value would include "
+                "its density, which is no likelihood. Enumerate it too, or sample "
+                "it outside the loop."
+            )
+        chains.setdefault(site.infer[SCAN_SUMMED_KEY], []).append(name)
     out = {}
     for name, site in tr.sample_sites().items():
         if not site.is_observed or SCAN_SUMMED_KEY in site.infer:
