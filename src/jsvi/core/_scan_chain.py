@@ -122,9 +122,8 @@ def _roll(
                     f"scan (enumerated sites {list(names)}): the carry (or output) "
                     f"of a step has size {x.shape[a]} at dim {a}, where those of the "
                     f"step {history} steps before lie: it reaches back {history + 1} "
-                    "steps, but "
-                    f"history={history}. Carry only values of the last {history} "
-                    "step(s), or raise history."
+                    f"steps, but history={history}. Carry only values of the last "
+                    f"{history} step(s), or raise history."
                 )
         for a, c in zip(block, blocks[dst % n]):
             perm[rank + c] = rank + a
@@ -210,7 +209,7 @@ def _enumerated(
     meta: list[list[tuple[str, str]]] = []
 
     def roll(tree: PyTree, like: PyTree, shift: int) -> PyTree:
-        return jax.tree.map(lambda a, b: _roll(a, b, blocks, shift, history, names), tree, like)
+        return jax.tree.map(lambda a, b: _roll(a, b, blocks, shift, k, names), tree, like)
 
     def payload(records: list[_Record]) -> list:
         return [_payload(r, False) for r in records if _stackable(r)]
