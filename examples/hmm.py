@@ -2,13 +2,15 @@
 compared across numbers of states by LOO.
 
 Data come from a 3-state HMM with Gaussian emissions. The model loops over time
-with ``jsvi.markov``, so ``TraceEnum_ELBO`` sums the hidden states out exactly
-(the forward algorithm) at a cost linear in the length of the sequences. The
+with ``jsvi.scan``, so ``TraceEnum_ELBO`` sums the hidden states out exactly
+(the forward algorithm inside one ``lax.scan``) at a cost linear in the length
+of the sequences, and compiles it once whatever that length. The
 state means are latent with a Normal guide; the initial and transition
 probabilities and the emission scale are model parameters (maximum likelihood).
 ``jsvi.infer_discrete(..., temperature=0)`` gives the most likely state path,
 and ``jsvi.log_likelihood`` + ``jsvi.to_arviz`` give ArviZ what ``arviz.loo``
-needs.
+needs: one log-likelihood per sequence (the states of a sequence are not
+independent, so LOO leaves out whole sequences).
 
 Run: ``python examples/hmm.py`` (``JSVI_SMOKE=1`` for a quick run).
 """
@@ -68,12 +70,17 @@ def make_model(num_states: int):
         scale = jsvi.param("scale", 1.0, constraints.positive)
         with jsvi.plate("states", num_states):
             locs = jsvi.sample("locs", dist.Normal(0.0, 5.0))
+
+        def step(s, inputs):
+            y, t = inputs
+            probs = jnp.where(t == 0, init, trans[s])  # the first state: init
+            s = jsvi.sample("s", dist.Categorical(probs))
+            jsvi.sample("y", dist.Normal(locs[s], scale), obs=y)
+            return s, None
+
         with jsvi.plate("sequences", ys.shape[0]):
-            s = None
-            for t in jsvi.markov(range(ys.shape[1])):
-                probs = init if s is None else trans[s]
-                s = jsvi.sample(f"s_{t}", dist.Categorical(probs))
-                jsvi.sample(f"y_{t}", dist.Normal(locs[s], scale), obs=ys[:, t])
+            start = jnp.zeros(ys.shape[0], jnp.int32)
+            jsvi.scan(step, start, (ys.T, jnp.arange(ys.shape[1])))
 
     def guide(ys):
         del ys
@@ -102,13 +109,13 @@ def viterbi(model, params: dict, ys: jax.Array) -> np.ndarray:
     @jax.jit
     def decode(ys):
         tr = handlers.trace(jsvi.infer_discrete(fixed, temperature=0)).get_trace(ys)
-        return jnp.stack([tr[f"s_{t}"].value for t in range(ys.shape[1])], 1)
+        return tr["s"].value.reshape(ys.shape[1], ys.shape[0]).T  # (time, seq)
 
     return np.asarray(decode(ys))
 
 
 def loo(model, guide, params: dict, ys: jax.Array, num_draws: int = 200):
-    """ArviZ's PSIS-LOO over every observation, at draws of the state means."""
+    """ArviZ's PSIS-LOO over the sequences, at draws of the state means."""
     import arviz as az
 
     fitted_guide = handlers.substitute(guide, data=params)
@@ -121,9 +128,8 @@ def loo(model, guide, params: dict, ys: jax.Array, num_draws: int = 200):
     locs = jax.vmap(draw)(jax.random.split(jax.random.key(2), num_draws))
     model_params = {k: params[k] for k in ("init", "trans", "scale")}
     fixed = handlers.substitute(model, data=model_params)
-    ll = jsvi.log_likelihood(fixed, {"locs": locs}, ys)
-    pointwise = jnp.stack([ll[f"y_{t}"] for t in range(ys.shape[1])], -1)
-    idata = jsvi.to_arviz({"locs": locs}, log_likelihood={"y": pointwise})
+    ll = jsvi.log_likelihood(fixed, {"locs": locs}, ys)  # "y": (draws, sequences)
+    idata = jsvi.to_arviz({"locs": locs}, log_likelihood={"y": ll["y"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.loo(idata, var_name="y")

@@ -720,16 +720,18 @@ case("param_without_init_never_declared", _param_never_declared_model, normal_gu
 # --- jsvi.scan ------------------------------------------------------------------
 
 
-def _scan_hmm(history: int):
+def _scan_hmm(history: int, carried: int = 1):
     def model(x):
         probs = jnp.array([[0.9, 0.1], [0.2, 0.8]])
 
-        def step(z, xt):
-            z = jsvi.sample("z", dist.Categorical(probs[z]), infer={"enumerate": "parallel"})
+        def step(zs, xt):
+            z = jsvi.sample(
+                "z", dist.Categorical(probs[zs[-1]]), infer={"enumerate": "parallel"}
+            )
             jsvi.sample("x", dist.Normal(2.0 * z, 1.0), obs=xt)
-            return z, None
+            return zs[1:] + (z,), None
 
-        jsvi.scan(step, 0, x, history=history)
+        jsvi.scan(step, (0,) * carried, x, history=history)
 
     return model
 
@@ -737,9 +739,9 @@ def _scan_hmm(history: int):
 case("scan_enumerated_without_traceenum", _scan_hmm(1), empty_guide, (X3,), SiteError,
      "model site 'z': marked for enumeration and absent from the guide",
      jsvi.Trace_ELBO())
-case("scan_history_two_with_enumeration", _scan_hmm(2), empty_guide, (X3,),
-     ArgumentError, "scan: history=2 with enumerated sites \\(\\['z'\\]\\)",
-     jsvi.TraceEnum_ELBO())
+case("scan_carry_reaches_past_history", _scan_hmm(1, 2), empty_guide, (X3,),
+     SiteError, "scan \\(enumerated sites \\['z'\\]\\): .* reaches back 2 steps, "
+     "but history=1", jsvi.TraceEnum_ELBO())
 
 
 def _cases() -> list:

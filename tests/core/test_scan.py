@@ -215,24 +215,6 @@ def test_compiled_program_does_not_grow_with_length():
     assert _jaxpr_size(10) == _jaxpr_size(1000)
 
 
-def test_history_above_one_with_enumeration_is_an_error():
-    @jsvi.config_enumerate
-    def model(ys):
-        _, trans, locs = _hmm_params()
-
-        def step(z, y):
-            z = jsvi.sample("z", dist.Categorical(trans[z]))
-            jsvi.sample("y", dist.Normal(locs[z], 1.0), obs=y)
-            return z, None
-
-        jsvi.scan(step, 0, ys, history=2)
-
-    with pytest.raises(ArgumentError, match="history=2"):
-        jsvi.TraceEnum_ELBO().loss(
-            jax.random.key(0), _params(), model, empty_guide, jnp.zeros(5)
-        )
-
-
 def test_enumeration_without_traceenum_elbo_is_an_error():
     svi = jsvi.SVI(hmm_in_scan, empty_guide, optax.adam(0.1), jsvi.Trace_ELBO())
     with pytest.raises(SiteError, match="TraceEnum_ELBO"):

@@ -6,14 +6,18 @@
 .. math::
     \\alpha_t(z_t) = \\log \\sum_{z_{0:t-1}} p(z_{0:t}, x_{0:t})
 
-through the loop: each step's site log-densities and :math:`\\alpha_{t-1}`
-(over the step before's enumerated dims) go into the plated contraction of
-``jsvi.infer._contract``, which sums the step before's sites out and keeps the
-current ones. Terms in plates inside the step are multiplied out (summed over
-their plate dims) into the chain's plates; terms that do not depend on the
-chain go to a separate running sum. ``finish`` sums the last step's sites out
-and the chain's own plates (those inside the step), leaving one log-density
-per element of the plates around the ``scan`` call.
+through the loop (with ``history = k``, over the last ``k`` steps' sites:
+:math:`\\alpha_t(z_{t-k+1:t})`): each step's site log-densities and
+:math:`\\alpha_{t-1}` (over the blocks of dims of the steps before) go into the
+plated contraction of ``jsvi.infer._contract``, which sums the oldest step's
+sites out and keeps the others. Terms in plates inside the step are multiplied
+out (summed over their plate dims) into the chain's plates; terms that do not
+depend on the chain go to a separate running sum. ``finish`` sums the last
+steps' sites out and the chain's own plates (those inside the step), leaving
+one log-density per element of the plates around the ``scan`` call.
+
+``ChainDecider`` is the reducer of ``infer_discrete``: the same forward pass,
+keeping each step's table, then Viterbi or backward sampling.
 
 May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``.
 """
@@ -45,7 +49,11 @@ __all__ = ["ForwardReducer"]
 
 
 class ForwardReducer:
-    """Sum a first-order chain of enumerated steps out (``jsvi.scan``).
+    """Sum a chain of enumerated steps out (``jsvi.scan``).
+
+    With ``history = k`` the message is a table over the enumerated sites of
+    the last ``k`` steps (``K**k`` entries per chain for ``K`` values a step):
+    each step adds its factors and sums the oldest step out.
 
     Args:
         layout: where the enumerated sites of the steps lie.
@@ -104,10 +112,14 @@ class ForwardReducer:
         factors = self._factors(sites)
         self.chain = self._chain_ordinal(sites)
         nesting = lay.max_plate_nesting
-        free = {d for d in self.sizes if -d > nesting and d not in lay.prev_dims}
+        blocks = lay.blocks
+        self.chain_dims = tuple(d for block in blocks for d in block)
+        free = {d for d in self.sizes if -d > nesting and d not in self.chain_dims}
         self.free = free
+        for block in blocks[1:]:  # later blocks hold the same sites
+            self.sizes.update({d: self.sizes[d0] for d, d0 in zip(block, blocks[0])})
         self.alpha_dims = tuple(
-            sorted(set(lay.prev_dims) | self._plate_dims(self.chain) | free)
+            sorted(set(self.chain_dims) | self._plate_dims(self.chain) | free)
         )
         self.extra_dims = tuple(sorted(self._plate_dims(lay.outer_plates) | free))
         for p in self.plates.values():
@@ -116,27 +128,39 @@ class ForwardReducer:
         extra = jnp.zeros(tuple(self.sizes[d] for d in self.extra_dims))
         return self._accumulate(factors, {}, alpha, extra)
 
+    def extend(self, state: tuple[Array, Array], sites: Sequence[Site]) -> tuple:
+        """One of the first ``history`` steps after the first: its factors are
+        added, nothing is summed out yet."""
+        return self._accumulate(self._factors(sites), {}, *state)
+
     def step(self, state: tuple[Array, Array], sites: Sequence[Site]) -> tuple:
         lay = self.layout
         alpha, extra = state
         factors = self._factors(sites)
         factors.append((Factor(alpha, self.alpha_dims), self.chain))
-        names = dict(zip(lay.prev_dims, lay.names))
-        variables = {d: Variable(names[d], self.chain) for d in lay.prev_dims}
-        free = {d: Variable(n, self.chain) for d, n in zip(lay.new_dims, lay.names)}
+        blocks = lay.blocks + (lay.new_dims,)
+        # the oldest block is summed out; the others move one block back
+        variables = {d: Variable(n, self.chain) for d, n in zip(blocks[0], lay.names)}
+        free = {
+            d: Variable(n, self.chain)
+            for block in blocks[1:]
+            for d, n in zip(block, lay.names)
+        }
         free.update({d: Variable(f"(dim {d})", frozenset()) for d in self.free})
         terms = contract_to_terms(
             factors, variables, self.plates, free, maximize=self.maximize
         )
-        rename = dict(zip(lay.new_dims, lay.prev_dims))
+        rename = {
+            d: d0 for b in range(1, len(blocks)) for d, d0 in zip(blocks[b], blocks[b - 1])
+        }
         return self._accumulate(terms, rename, jnp.zeros_like(alpha), extra)
 
     def finish(self, state: tuple[Array, Array]) -> Array:
         alpha, extra = state
         lay = self.layout
-        axes = tuple(self.alpha_dims.index(d) for d in lay.prev_dims)
+        axes = tuple(self.alpha_dims.index(d) for d in self.chain_dims)
         log = (jnp.max if self.maximize else jax.nn.logsumexp)(alpha, axis=axes)
-        dims = tuple(d for d in self.alpha_dims if d not in lay.prev_dims)
+        dims = tuple(d for d in self.alpha_dims if d not in self.chain_dims)
         inner = self._plate_dims(self.chain - lay.outer_plates)
         log, dims = _sum_dims(log, dims, inner)
         total = extra + _aligned(log, dims, self.extra_dims)
@@ -159,7 +183,7 @@ class ForwardReducer:
                 log, dims = self._multiply_out(log, dims, ordinal - self.chain)
                 alpha = alpha + _aligned(log, dims, self.alpha_dims)
             else:
-                if set(dims) & set(self.layout.prev_dims):
+                if set(dims) & set(self.chain_dims):
                     raise SiteError(
                         f"enumerated sites {list(self.layout.names)}: a site outside "
                         "their plates depends on them inside jsvi.scan. A site may "
@@ -207,16 +231,18 @@ def _aligned(log: Array, dims: tuple[int, ...], target: tuple[int, ...]) -> Arra
 
 class ChainDecider(ForwardReducer):
     """Decide a chain's enumerated sites (``infer_discrete``): a forward pass
-    that keeps each step's pairwise table, then a backward pass that draws
+    that keeps each step's table, then a backward pass that draws
     (``temperature=1``, forward filtering, backward sampling) or maximizes
-    (``temperature=0``, Viterbi) each site given the one after it.
+    (``temperature=0``, Viterbi) each site given the ones after it.
 
-    The forward messages are ``alpha_t(z_t) = reduce_{z_{t-1}} [alpha_{t-1} +
-    psi_t(z_{t-1}, z_t)]`` with ``reduce`` = logsumexp (or max), ``psi_t`` the
-    step's log-densities; backwards ``z_{T-1} ~ alpha_{T-1}`` and ``z_{t-1} ~
-    alpha_{t-1}(.) + psi_t(., z_t)`` (or the argmax). Linear in ``T``. It
-    decides only when the chain depends on no undecided enumerated site outside
-    it; otherwise it only sums the chain out, like ``ForwardReducer``.
+    With ``history = k`` the forward messages are ``alpha_t(z_{t-k+1:t}) =
+    reduce_{z_{t-k}} [alpha_{t-1}(z_{t-k:t-1}) + psi_t(z_{t-k:t})]`` with
+    ``reduce`` = logsumexp (or max), ``psi_t`` the step's log-densities;
+    backwards the last ``k`` states are drawn jointly from ``alpha_{T-1}``
+    (or set to its argmax), then ``z_{t-k} ~ alpha_{t-1}(., z_{t-k+1:t-1}) +
+    psi_t(., z_{t-k+1:t})`` for ``t = T-1 .. k``. Linear in ``T``. It decides
+    only when the chain depends on no undecided enumerated site outside it;
+    otherwise it only sums the chain out, like ``ForwardReducer``.
     """
 
     def __init__(self, layout: ChainLayout, temperature: int, rng_key: Any):
@@ -244,17 +270,16 @@ class ChainDecider(ForwardReducer):
         alpha, extra = state
         factors = self._factors(sites)
         lay = self.layout
-        free = {d: Variable(n, self.chain) for d, n in zip(lay.new_dims, lay.names)}
-        free.update({d: Variable(n, self.chain) for d, n in zip(lay.prev_dims, lay.names)})
+        blocks = lay.blocks + (lay.new_dims,)
+        free = {b[0]: Variable(lay.names[0], self.chain) for b in blocks}
         terms = contract_to_terms(factors, {}, self.plates, free)
-        sizes = {d: self.sizes[p] for d, p in zip(lay.new_dims, lay.prev_dims)}
-        self.sizes.update(sizes)
+        self.sizes[lay.new_dims[0]] = self.sizes[blocks[0][0]]
         psi = jnp.zeros(tuple(self.sizes[d] for d in self.pair_dims))
         psi, extra = self._accumulate_pairs(terms, psi, extra)
-        (a_axis,) = [self.pair_dims.index(d) for d in lay.prev_dims]
-        joint = psi + jnp.expand_dims(alpha, self.pair_dims.index(lay.new_dims[0]))
+        joint = psi + _aligned(alpha, self.alpha_dims, self.pair_dims)
         reduce = jnp.max if self.temperature == 0 else jax.nn.logsumexp
-        new = reduce(joint, axis=a_axis)  # over (B, chain plates): rename B -> A
+        # the oldest block summed out; the others, in order, become the blocks
+        new = reduce(joint, axis=self.pair_dims.index(blocks[0][0]))
         return (new, extra), (alpha, psi)
 
     def _accumulate_pairs(self, terms: Sequence, psi: Array, extra: Array) -> tuple:
@@ -270,36 +295,47 @@ class ChainDecider(ForwardReducer):
         return psi, extra
 
     def decide(self, state: tuple[Array, Array], outputs: Any) -> dict[str, Array]:
+        """The path: the last ``k`` states from the final message, the others
+        one at a time backwards. ``alpha`` holds the blocks newest first
+        (axes ``0 .. k-1``), then the plates; ``psi`` the new block, then the
+        same."""
         alpha_last, _ = state
         lay = self.layout
-        axis = self.alpha_dims.index(lay.prev_dims[0])
-        b_axis = self.pair_dims.index(lay.new_dims[0])
-        a_axis = self.pair_dims.index(lay.prev_dims[0])
+        k = len(lay.blocks)
 
-        def pick(key: Any, logits: Array, ax: int) -> Array:
+        def pick(key: Any, logits: Array) -> Array:
             if self.temperature == 0:
-                return jnp.argmax(logits, axis=ax)
-            return jax.random.categorical(key, logits, axis=ax)
+                return jnp.argmax(logits, axis=0)
+            return jax.random.categorical(key, logits, axis=0)
+
+        def at(table: Array, window: Array) -> Array:
+            """``table`` with its leading axes fixed at ``window``'s states,
+            newest first, down to one axis."""
+            for z in window:
+                index = z.reshape((1,) * (table.ndim - z.ndim) + z.shape)
+                table = jnp.take_along_axis(table, index, axis=0)[0]
+            return table
 
         keys = jax.random.split(self.rng_key, 2)
-        last = pick(keys[0], alpha_last, axis)
+        plates = alpha_last.shape[k:]
+        size = alpha_last.shape[0]
+        flat = pick(keys[0], alpha_last.reshape((size**k,) + plates))
+        last = jnp.stack(jnp.unravel_index(flat, (size,) * k))  # newest first
         if outputs is None:
-            path = last[None]
+            path = last[::-1]
         else:
             alphas, psis = outputs
 
-            def back(z_next: Array, inp: tuple) -> tuple:
+            def back(window: Array, inp: tuple) -> tuple:
                 alpha, psi, key = inp
-                index = jnp.expand_dims(z_next, (a_axis, b_axis))
-                row = jnp.squeeze(jnp.take_along_axis(psi, index, b_axis), b_axis)
-                z = pick(key, alpha + row, axis)
-                return z, z
+                z = pick(key, at(psi, window) + at(alpha, window[1:]))
+                return jnp.concatenate([window[1:], z[None]]), z
 
             steps = alphas.shape[0]
             xs = (alphas, psis, jax.random.split(keys[1], steps))
             _, earlier = jax.lax.scan(back, last, xs, reverse=True)
-            path = jnp.concatenate([earlier, last[None]])
-        plate_dims = [d for d in self.alpha_dims if d not in lay.prev_dims]
+            path = jnp.concatenate([earlier, last[::-1]])
+        plate_dims = [d for d in self.alpha_dims if d not in self.chain_dims]
         low = min(plate_dims, default=-1)
         shape = tuple(
             path.shape[1 + plate_dims.index(d)] if d in plate_dims else 1

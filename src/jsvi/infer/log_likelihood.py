@@ -9,8 +9,20 @@ contraction ``TraceEnum_ELBO`` uses. For a mixture that is the mixture density o
 each point. Other observed sites are not conditioned on. A site that depends on
 no enumerated site gets its plain log-density.
 
+A chain of enumerated sites inside ``jsvi.scan`` is one point per element of
+the plates around the ``scan`` call (one independent sequence): its value is
+``log p(x_0, ..., x_{T-1} | theta)`` for all observed sites of the steps
+together, the chain summed out by the forward algorithm
+(``jsvi.infer._scan_enum``). The steps of one sequence are not conditionally
+independent given ``theta``, so per-step values would not be pointwise
+likelihoods (their sum is not the sequence's log-likelihood, and leaving one
+step out is not leaving one point out). The value is keyed by the observed
+site of the step (``"y"``), or by the names of several joined with ``"+"``
+(``"y+w"``). Enumerated sites outside the loop that the chain depends on are
+summed out as for any other site.
+
 May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``,
-``jsvi.infer.traceenum_elbo``.
+``jsvi.infer._scan_enum``, ``jsvi.infer.traceenum_elbo``.
 """
 
 from __future__ import annotations
@@ -24,8 +36,9 @@ import jax.numpy as jnp
 from jsvi._typing import Array, ModelFn
 from jsvi.core.enumeration import ENUM_DIM_KEY, ENUM_LIVE_KEY, enum
 from jsvi.core.handlers import block, seed, substitute, trace
+from jsvi.core.scan import SCAN_SUMMED_KEY
 from jsvi.core.trace import Site, Trace
-from jsvi.errors import ArgumentError, ShapeError
+from jsvi.errors import ArgumentError, ShapeError, SiteError
 from jsvi.infer._contract import (
     Factor,
     PlateInfo,
@@ -42,6 +55,7 @@ from jsvi.infer._enum_factors import (
     _ordinal,
     _relabel,
 )
+from jsvi.infer._scan_enum import forward_reducer
 from jsvi.infer.traceenum_elbo import guess_max_plate_nesting
 
 __all__ = ["log_likelihood"]
@@ -63,11 +77,17 @@ def log_likelihood(
 
     Returns:
         dict observed site name -> array ``(num_draws, *batch_shape)``, one
-        value per element of the site's plates.
+        value per element of the site's plates. The observed sites of a
+        ``jsvi.scan`` with enumerated sites give one entry (keyed by their
+        names joined with ``"+"``) of shape ``(num_draws, *plates)``: one value
+        per sequence, the log-likelihood of all its steps, over the plates
+        around the ``scan`` call (see the module docstring).
 
     Raises:
         ArgumentError: ``posterior_samples`` is not a non-empty dict.
         ShapeError: the samples disagree on the number of draws.
+        SiteError: a latent site that is not enumerated sits inside a
+            ``jsvi.scan`` with enumerated sites.
 
     Example:
         >>> import jax.numpy as jnp, jsvi, jsvi.distributions as dist
@@ -108,7 +128,11 @@ def log_likelihood(
     def one(draw: Mapping[str, Array]) -> dict[str, Array]:
         with block():
             tr = trace(
-                enum(seed(substitute(model, data=draw), key), max_plate_nesting=nesting)
+                enum(
+                    seed(substitute(model, data=draw), key),
+                    max_plate_nesting=nesting,
+                    chain_reducer=forward_reducer,
+                )
             ).get_trace(*args, **kwargs)
         return _pointwise(tr, nesting)
 
@@ -120,10 +144,26 @@ def _pointwise(tr: Trace, nesting: int) -> dict[str, Array]:
     labels = {n: _LABEL_BASE - i for i, n in enumerate(enumerated)}
     latent = [(n, _factor(s, labels, True)) for n, s in enumerated.items()]
     latent = [(n, f) for n, f in latent if any(d in labels.values() for d in f.dims)]
+    chains: dict[str, list[str]] = {}  # a scan's summed site -> its observed sites
+    for name, site in tr.sample_sites().items():
+        if SCAN_SUMMED_KEY not in site.infer:
+            continue
+        if not site.is_observed:
+            raise SiteError(
+                f"sample site {name!r}: latent, inside a jsvi.scan whose enumerated "
+                "sites log_likelihood sums out; the sequence's value would include "
+                "its density, which is no likelihood. Enumerate it too, or sample "
+                "it outside the loop."
+            )
+        chains.setdefault(site.infer[SCAN_SUMMED_KEY], []).append(name)
     out = {}
     for name, site in tr.sample_sites().items():
-        if not site.is_observed or name.startswith("_jsvi/"):
+        if not site.is_observed or SCAN_SUMMED_KEY in site.infer:
             continue
+        if name.startswith("_jsvi/"):
+            if name not in chains:
+                continue
+            name = "+".join(chains[name])
         live = _live(site, labels)
         log_prob = _masked(site, _log_density(site, None), False)
         if not _enum_dims(log_prob, live):
