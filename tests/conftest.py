@@ -1,8 +1,23 @@
-"""Shared fixtures: the handler stack must be empty around every test."""
+"""Shared set-up: XLA's backend optimizations off, and the handler stack empty
+around every test.
+
+The suite compiles a few thousand small programs and runs most of them once or a
+few times, so LLVM's optimization passes are most of its compile time and buy
+nothing. ``JAX_DISABLE_MOST_OPTIMIZATIONS=1`` (a JAX option) turns them off for
+this process and the subprocesses it starts (benchmark smoke runs, notebooks,
+multi-process tests); set it to 0 to run the suite on fully optimized programs.
+HLO-level passes (fusion, simplification) still run, and
+``tests/test_optimized_build.py`` checks that fully optimized programs give the
+same losses.
+"""
 
 from __future__ import annotations
 
-import pytest
+import os
+
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+import pytest  # noqa: E402
 
 from jsvi.core.runtime import stack_is_empty
 
