@@ -11,16 +11,21 @@ argmax) and fixed. Drawing each site from its conditional given the earlier
 ones draws from the joint posterior; maximizing the max-marginal given the
 earlier ones gives a joint MAP assignment (Viterbi along a ``markov`` chain).
 
-Cost: one run of the model and one contraction per enumerated site, so
-quadratic in the length of a ``markov`` chain. A chain written with
-``jsvi.scan`` is decided inside its loop instead, linear in its length
-(``jsvi.infer._scan_enum.ChainDecider``: forward filtering with backward
-sampling, or Viterbi), once the enumerated sites it depends on outside the
-loop are decided. It is meant for serving a fitted model, not for the
+Cost: one run of the model and one contraction per enumerated site decided
+this way. A chain written with ``jsvi.markov`` (``history`` 0 or 1, one
+enumerated site per step, nothing outside the chain depending on it) is decided
+whole from one run instead, linear in its length
+(``jsvi.infer._markov_decide``: forward filtering with backward sampling, or
+Viterbi), and so is a chain written with ``jsvi.scan``, inside its loop
+(``jsvi.infer._scan_enum.ChainDecider``), once the enumerated sites either
+depends on outside the loop are decided. Other chains (``history`` above 1,
+several enumerated sites per step) are decided site by site: exact, but
+quadratic in their length. It is meant for serving a fitted model, not for the
 training loop.
 
 May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``,
-``jsvi.infer._scan_enum``, ``jsvi.infer.traceenum_elbo``.
+``jsvi.infer._markov_decide``, ``jsvi.infer._scan_enum``,
+``jsvi.infer.traceenum_elbo``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from jsvi.infer._enum_factors import (
     _ordinal,
     _relabel,
 )
+from jsvi.infer._markov_decide import ChainRecorder, chain_of, decide_chain
 from jsvi.infer._scan_enum import ChainDecider
 from jsvi.infer.traceenum_elbo import guess_max_plate_nesting
 
@@ -139,14 +145,15 @@ def infer_discrete(
         values: dict[str, Array] = {}
         while True:
             chain_key = jax.random.fold_in(draw_key, 1_000_000 + len(values))
-            tr = trace(
-                enum(
-                    seed(substitute(fn, data=dict(values)), model_key),
-                    max_plate_nesting=nesting,
-                    chain_reducer=partial(ChainDecider, temperature=temperature,
-                                          rng_key=chain_key),
-                )
-            ).get_trace(*args, **kwargs)
+            with ChainRecorder() as steps:
+                tr = trace(
+                    enum(
+                        seed(substitute(fn, data=dict(values)), model_key),
+                        max_plate_nesting=nesting,
+                        chain_reducer=partial(ChainDecider, temperature=temperature,
+                                              rng_key=chain_key),
+                    )
+                ).get_trace(*args, **kwargs)
             for n, s in tr.sample_sites().items():
                 if SCAN_DECIDED_KEY in s.infer:
                     values[n] = s.value
@@ -156,6 +163,18 @@ def infer_discrete(
             if not pending:
                 break
             name = pending[0]
+            if name in steps:
+                chain = chain_of(name, steps, pending)
+                path_key = jax.random.fold_in(draw_key, 2_000_000 + len(values))
+                path = decide_chain(
+                    tr, chain, steps, pending, nesting, temperature, path_key
+                )
+                if path is not None:
+                    for n, index in path.items():
+                        values[n] = _value_at(tr[n], index, nesting)
+                    if len(path) == len(pending):
+                        break  # nothing else to decide: skip one more run
+                    continue
             table = _log_table(tr, name, nesting, maximize=temperature == 0)
             if temperature == 0:
                 index = jnp.argmax(table, axis=0)
