@@ -149,21 +149,32 @@ def viterbi(y):
     return np.array(path[::-1])
 
 
+@jsvi.config_enumerate
+def flat_hmm(ys):
+    """``hmm`` with one observation per step (no plate inside the loop)."""
+    with jsvi.plate("sequences", ys.shape[0]):
+        s = None
+        for t in jsvi.markov(range(ys.shape[1])):
+            s = jsvi.sample(f"s_{t}", dist.Categorical(INIT if s is None else TRANS[s]))
+            jsvi.sample(f"y_{t}", dist.Normal(LOCS[s], 1.0), obs=ys[:, t])
+
+
 def test_long_chain_viterbi_is_exact():
+    """T = 1,000: the site-by-site decision would take T model runs here."""
     steps = 1000
     regime = LOCS[jnp.arange(steps) // 50 % 3]
-    ys = jax.random.normal(jax.random.key(2), (2, steps, 1)) + regime[None, :, None]
+    ys = jax.random.normal(jax.random.key(2), (2, steps)) + regime
     # numpy data: slicing it per step costs no array op (the model runs eagerly)
     ys = np.asarray(ys)
-    decided = jsvi.infer_discrete(hmm, temperature=0, first_available_dim=-3)
+    decided = jsvi.infer_discrete(flat_hmm, temperature=0, first_available_dim=-2)
     tr = handlers.trace(decided).get_trace(ys)
-    model_tr = handlers.trace(handlers.seed(hmm, jax.random.key(0))).get_trace(Y)
+    sampled = handlers.trace(handlers.seed(flat_hmm, jax.random.key(0))).get_trace(ys[:, :2])
     for n in ("s_0", "s_1", f"s_{steps - 1}"):  # one value per sequence, as sampled
-        assert tr[n].value.shape == model_tr["s_0"].value.shape == (2, 1)
-        assert tr[n].value.dtype == model_tr["s_0"].value.dtype
+        assert tr[n].value.shape == sampled["s_1"].value.shape == (2,)
+        assert tr[n].value.dtype == sampled["s_1"].value.dtype
     got = np.asarray(path_of(tr, steps))
     for n in range(2):
-        np.testing.assert_array_equal(got[n], viterbi(ys[n]))
+        np.testing.assert_array_equal(got[n], viterbi(ys[n][:, None]))
 
 
 @jsvi.config_enumerate
@@ -177,23 +188,55 @@ def second_order(ys):
         s1, s2 = s, s1
 
 
-def test_second_order_chains_are_decided_site_by_site():
-    ys = jnp.array([0.3, 1.9, -1.2, 0.8])
-    tr = handlers.trace(jsvi.infer_discrete(second_order, temperature=0)).get_trace(ys)
-    got = np.array([int(tr[n].value) for n in names(4)])
-    paths = np.array(list(itertools.product(range(K), repeat=4)))
+SECOND_Y = jnp.array([0.3, 1.9, -1.2, 0.8, 2.2])
+
+
+def second_order_joint(ys):
+    """log p(path, ys) of ``second_order`` for every path: (K**T,), (K**T, T)."""
+    steps = ys.shape[0]
+    paths = np.array(list(itertools.product(range(K), repeat=steps)))
     trans, locs = np.asarray(TRANS, np.float64), np.asarray(LOCS, np.float64)
     lp = np.zeros(len(paths))
-    for t in range(4):
-        prev1 = paths[:, t - 1] if t >= 1 else np.zeros(len(paths), int)
-        prev2 = paths[:, t - 2] if t >= 2 else np.zeros(len(paths), int)
+    zero = np.zeros(len(paths), int)
+    for t in range(steps):
+        prev1 = paths[:, t - 1] if t >= 1 else zero
+        prev2 = paths[:, t - 2] if t >= 2 else zero
         logits = np.log(trans[prev1]) + 0.5 * np.log(trans[prev2])
         logits -= np.logaddexp.reduce(logits, axis=1, keepdims=True)
         lp += logits[np.arange(len(paths)), paths[:, t]]
         lp += -0.5 * (float(ys[t]) - locs[paths[:, t]]) ** 2
-    np.testing.assert_array_equal(got, paths[np.argmax(lp)])
+    return lp, paths
 
 
+def test_second_order_chain_temperature_zero_is_the_argmax_path():
+    decided = jsvi.infer_discrete(second_order, temperature=0)
+    got = jax.jit(
+        lambda ys: jnp.stack(
+            [handlers.trace(decided).get_trace(ys)[n].value for n in names(5)]
+        )
+    )(SECOND_Y)
+    lp, paths = second_order_joint(SECOND_Y)
+    np.testing.assert_array_equal(np.asarray(got), paths[np.argmax(lp)])
+
+
+@pytest.mark.statistical
+def test_second_order_chain_temperature_one_matches_the_exact_posterior():
+    def one(key):
+        tr = handlers.trace(jsvi.infer_discrete(second_order, rng_key=key)).get_trace(
+            SECOND_Y
+        )
+        return jnp.stack([tr[n].value for n in names(5)])
+
+    keys = jax.random.split(jax.random.key(1), 2000)
+    draws = np.asarray(jax.jit(jax.vmap(one))(keys))  # (n, T)
+    lp, paths = second_order_joint(SECOND_Y)
+    post = np.exp(lp - np.logaddexp.reduce(lp))
+    for k in range(K):
+        marginal = np.array([post[paths[:, t] == k].sum() for t in range(5)])
+        assert_frequency(draws == k, marginal)
+    # two steps apart, the dependence only a second-order chain has directly
+    same = np.array([post[paths[:, t] == paths[:, t + 2]].sum() for t in range(3)])
+    assert_frequency(draws[:, 2:] == draws[:, :-2], same)
 
 SHIFT = jnp.array([0.0, 1.5])
 P_U = jnp.array([0.2, 0.5, 0.9])
@@ -239,6 +282,11 @@ def global_chain_argmax(ys, tail):
 def test_sites_around_the_chain(tail):
     ys = np.array([1.2, 2.9, 0.4])
     decided = jsvi.infer_discrete(global_chain(tail), temperature=0)
-    tr = handlers.trace(decided).get_trace(ys)
-    got = [int(tr[n].value) for n in ["g", "s_0", "s_1", "s_2"] + ["u"] * tail]
+    sites = ["g", "s_0", "s_1", "s_2"] + ["u"] * tail
+
+    def run(ys):
+        tr = handlers.trace(decided).get_trace(ys)
+        return jnp.stack([tr[n].value.astype(jnp.int32) for n in sites])
+
+    got = np.asarray(jax.jit(run)(ys))
     np.testing.assert_array_equal(got, global_chain_argmax(ys, tail))

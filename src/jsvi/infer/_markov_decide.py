@@ -1,27 +1,32 @@
-"""Deciding a ``jsvi.markov`` chain of enumerated sites in one pass (used by
+r"""Deciding a ``jsvi.markov`` chain of enumerated sites in one pass (used by
 ``infer_discrete``): Viterbi at temperature 0, forward filtering with backward
 sampling at temperature 1, linear in the chain's length.
 
 ``ChainRecorder`` is a handler placed outside ``enum``: it follows the step
 messages of ``jsvi.markov`` and records, for each enumerated site, the chain
-(innermost loop) it was sampled in, its step and the loop's ``history``.
+(innermost loop) it was sampled in, its step and the loop's ``history`` ``h``.
 
-``decide_chain`` takes one trace run under ``enum`` and a chain of first-order
-(``history`` 0 or 1) steps, one enumerated site per step, all in the same
-plates. Every site whose log-density depends on a site of the chain gives a
-potential ``psi_t(z_{t-1}, z_t)`` per element of the chain's plates (sites in
-plates inside the chain's are multiplied out over their elements). Forwards
+``decide_chain`` takes one trace run under ``enum`` and a chain with one
+enumerated site per step, all of one support size and in the same plates.
+Every site whose log-density depends on a site of the chain gives a potential
+``psi_t(z_{t-h}, ..., z_t)`` per element of the chain's plates (sites in plates
+inside the chain's are multiplied out over their elements; ``h = 1`` for
+``history=0``). The forward messages run over the last ``h`` states,
 
 .. math::
-    \\alpha_0 = \\psi_0, \\qquad
-    \\alpha_t(j) = \\operatorname{reduce}_i \\left[\\alpha_{t-1}(i) + \\psi_t(i, j)\\right]
+    \alpha_t(z_{t-h+1:t}) = \operatorname{reduce}_{z_{t-h}}
+        \left[\alpha_{t-1}(z_{t-h:t-1}) + \psi_t(z_{t-h:t})\right]
 
-with reduce = logsumexp (or max); backwards :math:`z_{T-1} \\sim \\alpha_{T-1}`
-and :math:`z_{t-1} \\sim \\alpha_{t-1}(\\cdot) + \\psi_t(\\cdot, z_t)` (or the
-argmax). Both passes are one ``lax.scan``. It returns ``None`` when the chain
-does not have that shape (a site outside the chain depends on it, ``history``
-above 1, several enumerated sites per step, sites of different sizes or
-plates); ``infer_discrete`` then decides the sites one by one.
+with reduce = logsumexp (or max) and :math:`\alpha_{-1} = 0` (the axes of
+steps before the first are constant). Backwards, the last ``h`` states are
+drawn jointly from :math:`\alpha_{T-1}` (or set to its argmax), then
+:math:`z_{t-h} \sim \alpha_{t-1}(\cdot, z_{t-h+1:t-1}) + \psi_t(\cdot,
+z_{t-h+1:t})` for ``t = T-1 .. h``. Both passes are one ``lax.scan``; time and
+memory are ``O(T K^(h+1))`` per plate element. It returns ``None`` when the
+chain does not have that shape (a site outside the chain depends on it or it on
+an undecided one outside it, several enumerated sites per step, sites of
+different sizes or plates); ``infer_discrete`` then decides the sites one by
+one.
 
 May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``.
 """
@@ -101,8 +106,7 @@ def decide_chain(
     ``nesting`` plate dims) of the sites of ``chain``, or ``None`` when the
     chain cannot be decided in one pass (see the module docstring)."""
     sites = [tr[n] for n in chain]
-    if any(steps[n].history > 1 for n in chain):
-        return None
+    history = max(1, steps[chain[0]].history)
     if len({steps[n].step for n in chain}) != len(chain):
         return None  # several enumerated sites in one step
     ordinal = _ordinal(sites[0])
@@ -118,18 +122,20 @@ def decide_chain(
             batch[nesting + frame.dim] = frame.subsample_size
     position = {n: i for i, n in enumerate(chain)}
     undecided = set(pending)
-    full = (size, size, *batch)
-    psi = [jnp.zeros(full) for _ in chain]
+    psi: list[Any] = [0.0 for _ in chain]
     for site in tr.sample_sites().values():
         if SCAN_SUMMED_KEY in site.infer:
             continue
-        term = _potential(site, position, undecided, ordinal, nesting)
+        term = _potential(site, position, undecided, ordinal, nesting, history)
         if term is None:
             return None
         if term is not False:
             t, log = term
             psi[t] = psi[t] + log
-    return _decode(chain, sites, psi, nesting, temperature, rng_key)
+    full = (size,) * (history + 1) + tuple(batch)
+    stacked = jnp.stack([jnp.broadcast_to(p, full) for p in psi])
+    path = _decode(stacked, history, temperature, rng_key)
+    return {n: path[i] for i, n in enumerate(chain)}
 
 
 def _potential(
@@ -138,11 +144,13 @@ def _potential(
     undecided: set[str],
     ordinal: frozenset,
     nesting: int,
+    history: int,
 ) -> tuple[int, Array] | bool | None:
     """``(t, psi)``: the site's log-density as a potential of step ``t``, shape
-    ``(K or 1, K or 1, *plate dims)`` over ``(z_{t-1}, z_t)``; ``False`` if it
-    depends on no undecided site; ``None`` if it depends on one outside the
-    chain, on two steps apart, or lies outside the chain's plates."""
+    ``(K or 1, ..., K or 1, *plate dims)`` over ``(z_{t-history}, ..., z_t)``;
+    ``False`` if it depends on no undecided site; ``None`` if it depends on one
+    outside the chain, on steps more than ``history`` apart, or lies outside the
+    chain's plates."""
     live = {
         d: n for d, n in site.infer.get(ENUM_LIVE_KEY, {}).items() if n in undecided
     }
@@ -158,7 +166,7 @@ def _potential(
     role = {}
     for d in dims:
         lag = t - position[live[d]]
-        if lag > 1:
+        if lag > history:
             return None
         role[d] = lag
     # multiply out the plates inside the chain's (a product over their elements)
@@ -174,52 +182,62 @@ def _potential(
     enum_dims = [d for d in f.dims if d < -nesting]
     if set(enum_dims) != set(dims):
         return None
-    arr = f.log
-    if len(enum_dims) == 2 and role[enum_dims[0]] == 0:
-        arr = jnp.swapaxes(arr, 0, 1)  # the earlier step first
+    # the earlier steps first (larger lags), then the plate dims
+    order = sorted(range(len(enum_dims)), key=lambda i: -role[enum_dims[i]])
+    order += list(range(len(enum_dims), len(f.dims)))
+    arr = jnp.transpose(f.log, order) if order != sorted(order) else f.log
     by_lag = {role[d]: f.size(d) for d in enum_dims}
-    shape = (by_lag.get(1, 1), by_lag.get(0, 1)) + tuple(
+    shape = tuple(by_lag.get(lag, 1) for lag in range(history, -1, -1)) + tuple(
         f.size(d) for d in range(-nesting, 0)
     )
     return t, arr.reshape(shape)
 
 
-def _decode(
-    chain: list[str],
-    sites: list[Site],
-    psi: list[Array],
-    nesting: int,
-    temperature: int,
-    rng_key: Any,
-) -> dict[str, Array]:
-    """Forward messages, then the backward pass: one index array per site."""
+def _decode(psi: Array, history: int, temperature: int, rng_key: Any) -> Array:
+    """The decided path, ``(T, *plate dims)`` indices, from the stacked
+    potentials ``psi``: ``(T, K, ..., K, *plate dims)`` with ``history + 1``
+    state axes, ``z_{t-history} .. z_t`` (axes of steps before 0 constant)."""
+    h = history
     reduce = jnp.max if temperature == 0 else jax.nn.logsumexp
-    full = psi[1].shape if len(psi) > 1 else psi[0].shape
+    steps, size, batch = psi.shape[0], psi.shape[1], psi.shape[h + 2 :]
 
     def pick(key: Any, logits: Array) -> Array:
         if temperature == 0:
             return jnp.argmax(logits, axis=0)
         return jax.random.categorical(key, logits, axis=0)
 
-    alpha0 = jnp.broadcast_to(psi[0][0], full[1:])  # constant in z_{-1}
-    last_key, back_key = jax.random.split(rng_key)
-    if len(psi) == 1:
-        return {chain[0]: pick(last_key, alpha0)}
-    rest = jnp.stack([jnp.broadcast_to(p, full) for p in psi[1:]])
-
     def forward(alpha: Array, pair: Array) -> tuple[Array, Array]:
-        return reduce(alpha[:, None] + pair, axis=0), alpha
+        # alpha over (z_{t-h}, .., z_{t-1}); the new one over (z_{t-h+1}, .., z_t)
+        return reduce(jnp.expand_dims(alpha, h) + pair, axis=0), alpha
 
-    alpha_last, alphas = jax.lax.scan(forward, alpha0, rest)
+    alpha_last, alphas = jax.lax.scan(
+        forward, jnp.zeros((size,) * h + batch), psi
+    )
+    last_key, back_key = jax.random.split(rng_key)
+    # the last h states jointly, from the last forward message
+    flat = pick(last_key, alpha_last.reshape((size**h,) + batch))
+    window = jnp.stack(jnp.unravel_index(flat, (size,) * h))  # (h, *plate dims)
 
-    def backward(z_next: Array, inp: tuple) -> tuple[Array, Array]:
+    def backward(window: Array, inp: tuple) -> tuple[Array, Array]:
+        # window: z_{t-h+1} .. z_t; draw z_{t-h}
         alpha, pair, key = inp
-        row = jnp.take_along_axis(pair, z_next[None, None], axis=1)[:, 0]
-        z = pick(key, alpha + row)
-        return z, z
+        logits = _fixed(alpha, window[: h - 1]) + _fixed(pair, window)
+        z = pick(key, logits)
+        return jnp.concatenate([z[None], window[:-1]]), z
 
-    last = pick(last_key, alpha_last)
-    keys = jax.random.split(back_key, len(psi) - 1)
-    _, earlier = jax.lax.scan(backward, last, (alphas, rest, keys), reverse=True)
-    path = jnp.concatenate([earlier, last[None]])
-    return {n: path[i] for i, n in enumerate(chain)}
+    keys = jax.random.split(back_key, steps)
+    # step t's message before it (alphas[t]) and its potential, t = T-1 .. 1
+    _, earlier = jax.lax.scan(
+        backward, window, (alphas[1:], psi[1:], keys[1:]), reverse=True
+    )
+    # earlier[t - 1] is z_{t-h}: the states 0 .. T-1-h come from t = h .. T-1
+    return jnp.concatenate([earlier[h - 1 :], window[max(0, h - steps) :]])
+
+
+def _fixed(table: Array, values: Array) -> Array:
+    """``table[:, v_0, .., v_{m-1}]`` per plate element: ``table`` has ``m + 1``
+    state axes then the plate dims, ``values`` is ``(m, *plate dims)``."""
+    for j in reversed(range(values.shape[0])):
+        index = values[j].reshape((1,) * (j + 2) + values.shape[1:])
+        table = jnp.squeeze(jnp.take_along_axis(table, index, axis=j + 1), j + 1)
+    return table

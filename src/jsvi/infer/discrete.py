@@ -12,16 +12,16 @@ ones draws from the joint posterior; maximizing the max-marginal given the
 earlier ones gives a joint MAP assignment (Viterbi along a ``markov`` chain).
 
 Cost: one run of the model and one contraction per enumerated site decided
-this way. A chain written with ``jsvi.markov`` (``history`` 0 or 1, one
-enumerated site per step, nothing outside the chain depending on it) is decided
-whole from one run instead, linear in its length
-(``jsvi.infer._markov_decide``: forward filtering with backward sampling, or
-Viterbi), and so is a chain written with ``jsvi.scan``, inside its loop
-(``jsvi.infer._scan_enum.ChainDecider``), once the enumerated sites either
-depends on outside the loop are decided. Other chains (``history`` above 1,
-several enumerated sites per step) are decided site by site: exact, but
-quadratic in their length. It is meant for serving a fitted model, not for the
-training loop.
+this way. A chain written with ``jsvi.markov`` (one enumerated site per step,
+any ``history``, depending on no undecided enumerated site outside it and no
+such site depending on it) is decided whole from one run instead, linear in its
+length (``jsvi.infer._markov_decide``: forward filtering with backward
+sampling, or Viterbi), and so is a chain written with ``jsvi.scan``, inside its
+loop (``jsvi.infer._scan_enum.ChainDecider``), once the enumerated sites either
+depends on outside the loop are decided. Other chains (several enumerated
+sites per step, a later enumerated site depending on the chain) are decided
+site by site: exact, but quadratic in their length. It is meant for serving a
+fitted model, not for the training loop.
 
 May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``,
 ``jsvi.infer._markov_decide``, ``jsvi.infer._scan_enum``,
