@@ -290,3 +290,36 @@ def test_sites_around_the_chain(tail):
 
     got = np.asarray(jax.jit(run)(ys))
     np.testing.assert_array_equal(got, global_chain_argmax(ys, tail))
+
+
+def _scan_step(s, y):
+    s = jsvi.sample("s", dist.Categorical(TRANS[s]))
+    jsvi.sample("y", dist.Normal(LOCS[s], 1.0), obs=y)
+    return s, None
+
+
+@jsvi.config_enumerate
+def markov_then_scan(ys):
+    """Two steps in a ``markov`` loop, the rest in a ``jsvi.scan`` carrying
+    the last state: the chain is decided first (the scan's summed-out factor
+    is a potential of its last state), then the scan inside its loop."""
+    with jsvi.plate("sequences", ys.shape[0]):
+        s = None
+        for t in jsvi.markov(range(2)):
+            s = jsvi.sample(f"s_{t}", dist.Categorical(INIT if s is None else TRANS[s]))
+            jsvi.sample(f"y_{t}", dist.Normal(LOCS[s], 1.0), obs=ys[:, t])
+        jsvi.scan(_scan_step, s, ys[:, 2:].T)
+
+
+def test_a_scan_after_the_chain():
+    ys = Y[:, :, 0]  # (sequences, 5)
+
+    def run(ys):
+        tr = handlers.trace(jsvi.infer_discrete(markov_then_scan, temperature=0)).get_trace(ys)
+        head = jnp.stack([tr["s_0"].value, tr["s_1"].value], 1)
+        return jnp.concatenate([head, tr["s"].value.reshape(3, -1).T], 1)
+
+    got = np.asarray(jax.jit(run)(ys))
+    for n in range(ys.shape[0]):
+        lp, paths = hmm_joint(ys[n][:, None])
+        np.testing.assert_array_equal(got[n], paths[np.argmax(lp)])

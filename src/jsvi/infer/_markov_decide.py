@@ -106,6 +106,8 @@ def decide_chain(
     ``nesting`` plate dims) of the sites of ``chain``, or ``None`` when the
     chain cannot be decided in one pass (see the module docstring)."""
     sites = [tr[n] for n in chain]
+    if any(SCAN_SUMMED_KEY in s.infer for s in sites):
+        return None  # a jsvi.scan inside the loop: its own reducer decides it
     history = max(1, steps[chain[0]].history)
     if len({steps[n].step for n in chain}) != len(chain):
         return None  # several enumerated sites in one step

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jsvi._typing import Array, ModelFn, PRNGKey
 from jsvi.core.enumeration import ENUM_DIM_KEY, ENUM_LIVE_KEY, enum
 from jsvi.core.handlers import block, seed, substitute, trace
-from jsvi.core.scan import SCAN_DECIDED_KEY, SCAN_SUMMED_KEY
+from jsvi.core.scan import SCAN_DECIDED_KEY, SCAN_LENGTH_KEY, SCAN_SUMMED_KEY
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import ArgumentError, SiteError
 from jsvi.infer._contract import PlateInfo, Variable, contract_to_terms, to_factor
@@ -172,8 +172,12 @@ def infer_discrete(
                 if path is not None:
                     for n, index in path.items():
                         values[n] = _value_at(tr[n], index, nesting)
-                    if len(path) == len(pending):
-                        break  # nothing else to decide: skip one more run
+                    if len(path) == len(pending) and not any(
+                        SCAN_LENGTH_KEY in s.infer for s in tr.sample_sites().values()
+                    ):
+                        # nothing else to decide (a jsvi.scan that depends on
+                        # the chain is decided in the next run): skip that run
+                        break
                     continue
             table = _log_table(tr, name, nesting, maximize=temperature == 0)
             if temperature == 0:
@@ -200,6 +204,11 @@ def _value_at(site: Site, index: Array, nesting: int) -> Array:
     batch = tuple(1 if d == dim else batch[d] for d in range(-len(batch), 0))
     batch = batch[max(0, len(batch) - nesting) :]
     padded = (1,) * (nesting - len(batch)) + batch
+    # size-1 dims left of the site's plates (other enumerated sites' dims, or
+    # dims only another site's plates use) are not part of its value
+    depth = max((-f.dim for f in site.cond_indep_stack if f.vectorized), default=0)
+    while len(batch) > depth and batch[0] == 1:
+        batch = batch[1:]
     index = jnp.broadcast_to(index, padded).reshape(batch)
     return support[index]
 
