@@ -1,7 +1,9 @@
 """``infer_discrete`` on chains written with ``jsvi.markov``: decided in one
 forward and one backward pass (Viterbi at temperature 0, forward filtering with
 backward sampling at temperature 1), against a sum over every path, a float64
-Viterbi at T = 1,000, and ``Predictive(..., infer_discrete=True)``."""
+Viterbi at T = 1,000, and ``Predictive(..., infer_discrete=True)``; first- and
+second-order chains, plates around and inside the loop, and enumerated sites
+before, after and (as a ``jsvi.scan``) following the chain."""
 
 from __future__ import annotations
 
