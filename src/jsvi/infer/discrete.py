@@ -11,16 +11,21 @@ argmax) and fixed. Drawing each site from its conditional given the earlier
 ones draws from the joint posterior; maximizing the max-marginal given the
 earlier ones gives a joint MAP assignment (Viterbi along a ``markov`` chain).
 
-Cost: one run of the model and one contraction per enumerated site, so
-quadratic in the length of a ``markov`` chain. A chain written with
-``jsvi.scan`` is decided inside its loop instead, linear in its length
-(``jsvi.infer._scan_enum.ChainDecider``: forward filtering with backward
-sampling, or Viterbi), once the enumerated sites it depends on outside the
-loop are decided. It is meant for serving a fitted model, not for the
-training loop.
+Cost: one run of the model and one contraction per enumerated site decided
+this way. A chain written with ``jsvi.markov`` (one enumerated site per step,
+any ``history``, depending on no undecided enumerated site outside it and no
+such site depending on it) is decided whole from one run instead, linear in its
+length (``jsvi.infer._markov_decide``: forward filtering with backward
+sampling, or Viterbi), and so is a chain written with ``jsvi.scan``, inside its
+loop (``jsvi.infer._scan_enum.ChainDecider``), once the enumerated sites either
+depends on outside the loop are decided. Other chains (several enumerated
+sites per step, a later enumerated site depending on the chain) are decided
+site by site: exact, but quadratic in their length. It is meant for serving a
+fitted model, not for the training loop.
 
 May import: ``jsvi.core``, ``jsvi.infer._contract``, ``jsvi.infer._enum_factors``,
-``jsvi.infer._scan_enum``, ``jsvi.infer.traceenum_elbo``.
+``jsvi.infer._markov_decide``, ``jsvi.infer._scan_enum``,
+``jsvi.infer.traceenum_elbo``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import jax.numpy as jnp
 from jsvi._typing import Array, ModelFn, PRNGKey
 from jsvi.core.enumeration import ENUM_DIM_KEY, ENUM_LIVE_KEY, enum
 from jsvi.core.handlers import block, seed, substitute, trace
-from jsvi.core.scan import SCAN_DECIDED_KEY, SCAN_SUMMED_KEY
+from jsvi.core.scan import SCAN_DECIDED_KEY, SCAN_LENGTH_KEY, SCAN_SUMMED_KEY
 from jsvi.core.trace import Site, Trace
 from jsvi.errors import ArgumentError, SiteError
 from jsvi.infer._contract import PlateInfo, Variable, contract_to_terms, to_factor
@@ -47,6 +52,7 @@ from jsvi.infer._enum_factors import (
     _ordinal,
     _relabel,
 )
+from jsvi.infer._markov_decide import ChainRecorder, chain_of, decide_chain
 from jsvi.infer._scan_enum import ChainDecider
 from jsvi.infer.traceenum_elbo import guess_max_plate_nesting
 
@@ -139,14 +145,15 @@ def infer_discrete(
         values: dict[str, Array] = {}
         while True:
             chain_key = jax.random.fold_in(draw_key, 1_000_000 + len(values))
-            tr = trace(
-                enum(
-                    seed(substitute(fn, data=dict(values)), model_key),
-                    max_plate_nesting=nesting,
-                    chain_reducer=partial(ChainDecider, temperature=temperature,
-                                          rng_key=chain_key),
-                )
-            ).get_trace(*args, **kwargs)
+            with ChainRecorder() as steps:
+                tr = trace(
+                    enum(
+                        seed(substitute(fn, data=dict(values)), model_key),
+                        max_plate_nesting=nesting,
+                        chain_reducer=partial(ChainDecider, temperature=temperature,
+                                              rng_key=chain_key),
+                    )
+                ).get_trace(*args, **kwargs)
             for n, s in tr.sample_sites().items():
                 if SCAN_DECIDED_KEY in s.infer:
                     values[n] = s.value
@@ -156,6 +163,22 @@ def infer_discrete(
             if not pending:
                 break
             name = pending[0]
+            if name in steps:
+                chain = chain_of(name, steps, pending)
+                path_key = jax.random.fold_in(draw_key, 2_000_000 + len(values))
+                path = decide_chain(
+                    tr, chain, steps, pending, nesting, temperature, path_key
+                )
+                if path is not None:
+                    for n, index in path.items():
+                        values[n] = _value_at(tr[n], index, nesting)
+                    if len(path) == len(pending) and not any(
+                        SCAN_LENGTH_KEY in s.infer for s in tr.sample_sites().values()
+                    ):
+                        # nothing else to decide (a jsvi.scan that depends on
+                        # the chain is decided in the next run): skip that run
+                        break
+                    continue
             table = _log_table(tr, name, nesting, maximize=temperature == 0)
             if temperature == 0:
                 index = jnp.argmax(table, axis=0)
@@ -181,6 +204,11 @@ def _value_at(site: Site, index: Array, nesting: int) -> Array:
     batch = tuple(1 if d == dim else batch[d] for d in range(-len(batch), 0))
     batch = batch[max(0, len(batch) - nesting) :]
     padded = (1,) * (nesting - len(batch)) + batch
+    # size-1 dims left of the site's plates (other enumerated sites' dims, or
+    # dims only another site's plates use) are not part of its value
+    depth = max((-f.dim for f in site.cond_indep_stack if f.vectorized), default=0)
+    while len(batch) > depth and batch[0] == 1:
+        batch = batch[1:]
     index = jnp.broadcast_to(index, padded).reshape(batch)
     return support[index]
 
