@@ -27,3 +27,27 @@ def _handler_stack_is_clean():
     assert stack_is_empty(), "a previous test left handlers on the stack"
     yield
     assert stack_is_empty(), "this test left handlers on the stack"
+
+
+# Test files whose tests run scripts, notebooks or processes for tens of seconds
+# each. They start first, so that with pytest-xdist the short tests fill in at the
+# end and the workers finish together instead of one waiting on a long tail.
+_LONG_FIRST = (
+    "tests/test_benchmarks.py::test_suite_smoke",
+    "tests/test_benchmarks.py",
+    "tests/test_notebooks.py",
+    "tests/test_examples.py",
+    "tests/test_multiprocess.py",
+    "tests/test_optimized_build.py",
+)
+
+
+def _rank(nodeid: str) -> int:
+    return next(
+        (i for i, prefix in enumerate(_LONG_FIRST) if nodeid.startswith(prefix)),
+        len(_LONG_FIRST),
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: file order otherwise

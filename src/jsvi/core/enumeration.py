@@ -25,7 +25,7 @@ The handler also checks what enumeration needs: the site has a finite support,
 its batch shape leaves room for the new dim, the support is not too large, and no
 site sits in more vectorized plates than ``max_plate_nesting`` allows.
 
-May import: ``jsvi.core.*``, ``jsvi._typing``, ``jsvi.errors``.
+May import: ``jsvi.core.*``, ``jsvi.constraints``, ``jsvi._typing``, ``jsvi.errors``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from jsvi import constraints
 from jsvi._typing import ModelFn, Shape
 from jsvi.core.runtime import Handler, Message
 from jsvi.errors import ArgumentError, ShapeError, SiteError
@@ -90,12 +91,11 @@ def support_size(fn: Any) -> int | None:
     """
     base = _unwrap(fn)
     support = getattr(base, "support", None)
-    kind = type(support).__name__
-    if kind == "_Boolean":
+    if isinstance(support, constraints.Boolean):
         return 2
-    if kind == "_OneHot":
+    if isinstance(support, constraints.OneHot):
         return int(base.event_shape[-1])
-    if kind == "_IntegerInterval":
+    if isinstance(support, constraints.IntegerInterval):
         try:
             low = np.min(np.asarray(support.lower_bound))
             high = np.max(np.asarray(support.upper_bound))
