@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -12,30 +13,47 @@ import pytest
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def run_smoke(script: str, out: pathlib.Path) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="session")
+def smoke_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of the smoke runs: one JAX persistent compilation cache per
+    test process (each pytest-xdist worker has its own base temp folder, so no two
+    processes write one cache at once). The scripts share workloads (the suite
+    runs the coin, the logistic regression, ... that other scripts run too), so
+    later runs load programs an earlier one compiled instead of compiling them."""
+    cache = tmp_path_factory.getbasetemp() / "jax-cache"
+    return dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=str(cache),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+
+
+def run_smoke(script: str, out: pathlib.Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run one benchmark script with ``--smoke --out out``; fail on a non-zero exit."""
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), "--smoke", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 @pytest.mark.parametrize("script", ["core_step.py", "partIII_baseline.py", "minibatch.py", "particles.py", "streaming.py", "multidevice.py", "enum_mixture.py", "vae_digits.py", "validation_cost.py", "first_step.py", "step_cost.py", "hmm.py", "iwae.py", "flow_guides.py", "dist_families.py", "sf_variance.py"])
-def test_benchmark_smoke(script, tmp_path):
-    run_smoke(script, tmp_path)
+def test_benchmark_smoke(script, tmp_path, smoke_env):
+    run_smoke(script, tmp_path, smoke_env)
     (result,) = tmp_path.glob("*.json")
     payload = json.loads(result.read_text())
     assert payload["context"]["jax"] and payload["rows"]
 
 
-def test_suite_smoke(tmp_path):
+def test_suite_smoke(tmp_path, smoke_env):
     """The whole suite at its smallest sizes; NumPyro and Pyro columns drop out
     when those libraries are not installed."""
-    proc = run_smoke("suite.py", tmp_path)
+    proc = run_smoke("suite.py", tmp_path, smoke_env)
     (result,) = tmp_path.glob("suite-smoke-*.json")
     payload = json.loads(result.read_text())
     assert payload["context"]["jax"] and "loadavg_start" in payload["context"]
