@@ -266,6 +266,56 @@ def test_checkpoint_cadence_and_resume_count_tried_steps_with_rejections(tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
+def test_rejections_do_not_depend_on_how_the_run_is_chunked(tmp_path):
+    # The first rejection is found after a chunk by bisection, later steps are
+    # each checked: one chunk, chunks of 7 and chunks of 1 give the same run,
+    # bit for bit, with the same steps rejected.
+    svi = jsvi.SVI(spiky_model, spiky_guide, optax.sgd(1e-3), jsvi.Trace_ELBO())
+    runs = [
+        jsvi.svi_run(svi, 0, 60, progress_bar=False),
+        jsvi.svi_run(svi, 0, 60, progress_bar=False, checkpoint_every=7,
+                     checkpoint_path=tmp_path / "a.ckpt"),
+        jsvi.svi_run(svi, 0, 60, progress_bar=False, checkpoint_every=1,
+                     checkpoint_path=tmp_path / "b.ckpt"),
+    ]
+    first, losses = runs[0]
+    assert int(first.num_rejected) > 3
+    # rejected steps report their loss as it was: NaN for this model
+    assert int(np.sum(np.isnan(losses))) == int(first.num_rejected)
+    for state, other in runs[1:]:
+        np.testing.assert_array_equal(other, losses)
+        assert int(state.num_rejected) == int(first.num_rejected)
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(first.params)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_state_broken_without_a_nonfinite_loss_is_traced_to_its_step():
+    # "u" does not enter the loss; the optimizer makes it NaN at its 14th update.
+    # Every loss stays finite, so the run's bisection must find step 13 from the
+    # final state alone; from then on each step is checked and rejected.
+    def breaking():
+        def init(params):
+            return jnp.zeros((), jnp.int32)
+
+        def update(grads, count, params=None):
+            upd = {"mu": -0.1 * grads["mu"], "u": jnp.where(count == 13, jnp.nan, 0.0) + grads["u"]}
+            return upd, jnp.minimum(count + 1, 13)
+
+        return optax.GradientTransformation(init, update)
+
+    def model():
+        mu = jsvi.param("mu", 0.0)
+        jsvi.param("u", 0.0)
+        jsvi.sample("x", dist.Normal(mu, 1.0), obs=1.0)
+
+    svi = jsvi.SVI(model, lambda: None, breaking(), jsvi.Trace_ELBO())
+    state, losses = jsvi.svi_run(svi, 0, 50, progress_bar=False, max_nonfinite=100)
+    assert (int(state.step), int(state.num_rejected)) == (13, 37)
+    assert np.all(np.isfinite(losses)) and np.isfinite(float(state.params["u"]))
+    # the loss at the kept state, reported by every rejected step
+    np.testing.assert_array_equal(losses[13:], np.full(37, losses[13]))
+
+
 def test_threads_each_with_their_own_state_match_sequential_runs():
     svi = coin_svi()
     seeds = [0, 1, 2, 3]
@@ -311,10 +361,10 @@ def test_optimizers_with_extra_arguments_get_the_loss():
     assert np.isfinite(float(loss))
 
 
-def test_an_update_that_breaks_params_from_finite_gradients_is_not_returned_silently():
-    # Steps are rejected on non-finite losses or gradients; an optimizer whose
-    # update is itself non-finite (here: from the third step on) leaves finite
-    # gradients, and the run must still not hand back NaN params without a word.
+def test_an_update_that_breaks_params_from_finite_gradients_is_rejected_and_named():
+    # An optimizer whose update is itself non-finite (here: from the third step
+    # on) leaves finite gradients; the steps it would break are rejected all the
+    # same, and the error after max_nonfinite of them names the param.
     def breaking():
         def init(params):
             return jnp.zeros((), jnp.int32)
@@ -330,7 +380,11 @@ def test_an_update_that_breaks_params_from_finite_gradients_is_not_returned_sile
         jsvi.sample("x", dist.Normal(mu, 1.0), obs=1.0)
 
     svi = jsvi.SVI(model, lambda: None, breaking(), jsvi.Trace_ELBO())
-    with pytest.raises(NonFiniteError, match="ended .* non-finite params.*mu"):
-        jsvi.svi_run(svi, 0, 3, progress_bar=False)
-    state, _ = jsvi.svi_run(svi, 0, 2, progress_bar=False)
-    assert np.isfinite(float(state.params["mu"]))
+    state, losses = jsvi.svi_run(svi, 0, 4, progress_bar=False)
+    assert (int(state.step), int(state.num_rejected)) == (2, 2)
+    assert np.isfinite(float(state.params["mu"])) and np.all(np.isfinite(losses))
+    with pytest.raises(NonFiniteError, match="3 consecutive.*update makes non-finite: mu"):
+        jsvi.svi_run(svi, 0, 10, progress_bar=False, max_nonfinite=3)
+    with pytest.warns(jsvi.errors.JsviWarning, match="skip_nonfinite=False.*mu"):
+        state, _ = jsvi.svi_run(svi, 0, 4, progress_bar=False, skip_nonfinite=False)
+    assert not np.isfinite(float(state.params["mu"]))

@@ -216,13 +216,18 @@ def svi_run(
             ``mode="r"``).
             Do not pass ``*args``/``**kwargs`` as well. If it runs out early, the
             run stops there with a warning.
-        skip_nonfinite: reject a step whose loss or gradients are not finite: the
-            state is kept, but for ``num_rejected`` (its next draw differs). A run
-            that still ends with non-finite params (an update made them so from
-            finite gradients) raises ``NonFiniteError``.
+        skip_nonfinite: reject a step whose loss is not finite or that would leave
+            a non-finite state (params, optimizer or estimator state; non-finite
+            gradients do so with any usual optimizer): the state is kept, but for
+            ``num_rejected`` (its next draw differs), and the loss is reported as
+            it was. Until the first rejection the steps run unchecked and each
+            chunk is checked at its end; if it was not finite, the first step that
+            made it so is found by running parts of the chunk again, and from then
+            on every step is checked. With ``False``, non-finite values are kept
+            and the run ends with a warning.
         max_nonfinite: raise ``NonFiniteError`` after this many consecutive
-            rejections, naming the sites and parameters that were not finite
-            (checked between chunks).
+            rejections, naming the sites, gradients and updates that were not
+            finite (checked between chunks).
         init_params: (reserved) warm-start values for ``svi_init`` (see
             ``jsvi.svi_init``); never passed to the model. Not with ``init_state``.
         early_stopping: a ``jsvi.EarlyStopping`` rule on the smoothed loss.
@@ -343,14 +348,16 @@ def svi_run(
     finally:
         if bar is not None:
             bar.close()
-    if skip_nonfinite and nonfinite_params(state):
-        # Steps are rejected on non-finite losses and gradients; an update that
-        # made params non-finite from finite gradients is caught here.
-        args, kwargs = runner.last_args
-        raise NonFiniteError(
-            f"svi_run: the run ended (step {int(state.step)}) with non-finite params. "
-            f"{nonfinite_report(svi, state, args, kwargs)} Check the optimizer's "
-            "settings (e.g. eps=0) and lower the learning rate."
+    if not skip_nonfinite and (
+        getattr(runner, "unclean", False) or not np.all(np.isfinite(runner.losses(done)))
+    ):
+        warnings.warn(
+            f"svi_run: non-finite losses or state values with skip_nonfinite=False "
+            f"(at step {int(state.step)}; non-finite params: "
+            f"{nonfinite_params(state) or 'none'}). Pass skip_nonfinite=True (the "
+            "default) to reject such steps.",
+            JsviWarning,
+            stacklevel=2,
         )
     if checkpoint_path is not None and done < total:
         _save_finite(checkpoint_path, state)
@@ -397,7 +404,19 @@ def _save_finite(path: Any, state: SVIState) -> None:
 
 
 class _CompiledRunner:
-    """Runs chunks of the compiled loop on fixed arguments."""
+    """Runs chunks of the compiled loop on fixed arguments.
+
+    With ``skip_nonfinite`` the steps run unchecked while the state has no
+    rejected step (``num_rejected == 0``): the program then only reports, once
+    per chunk, whether the chunk's losses and final state are finite. When they
+    are not, the first step whose loss or resulting state is not finite is found
+    by running the same program again over parts of the chunk (a bisection;
+    the same program gives the same numbers over any bounds), that step is
+    rejected, and the rest of the run checks every step (``num_rejected > 0``).
+    Which program takes a step thus depends on the state only, never on chunk
+    boundaries, so runs with and without a progress bar, and resumed runs, agree
+    bit for bit.
+    """
 
     def __init__(self, svi: Any, total: int, skip: bool, args: tuple, kwargs: dict):
         self.run_steps, self.skip = svi.compiled.run_steps, skip
@@ -406,18 +425,59 @@ class _CompiledRunner:
         self.buf = jax.device_put(np.zeros((total,), jnp.result_type(float)))
         self.rej = jax.device_put(np.zeros((total,), bool))
         self.last_args = (args, kwargs)
+        self.unclean = False  # a chunk without skip_nonfinite was not finite
+
+    def _steps(self, state: SVIState, start: int, stop: int, checked: bool):
+        state, self.buf, self.rej, flags, clean = self.run_steps(
+            state, self.dynamic, self.buf, self.rej, start, stop, self.spec, checked
+        )
+        return state, flags, clean
+
+    def _first_nonfinite(self, state: SVIState, start: int, stop: int):
+        """``(index, state before it)`` of the first step in ``start .. stop-1``,
+        run unchecked from ``state``, whose loss or resulting state is not finite
+        (the chunk just run was not clean, so there is one)."""
+        losses = np.asarray(self.buf[start:stop])
+        nonfinite = np.flatnonzero(~np.isfinite(losses))
+        first_loss = start + int(nonfinite[0]) if nonfinite.size else stop
+        lo, kept, hi = start, state, stop  # the state at lo is finite, at hi not
+        if first_loss < stop:
+            at = state
+            if first_loss > start:
+                at, _, clean = self._steps(state, start, first_loss, False)
+                if not bool(clean):
+                    hi = first_loss
+            if hi == stop:  # the state was finite, the step's loss is not
+                return first_loss, at
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            at, _, clean = self._steps(kept, lo, mid, False)
+            if bool(clean):
+                lo, kept = mid, at
+            else:
+                hi = mid
+        return lo, kept
 
     def run(self, state: SVIState, done: int, length: int):
-        state, self.buf, self.rej, flags = self.run_steps(
-            state, self.dynamic, self.buf, self.rej, done, done + length,
-            self.spec, self.skip,
-        )
+        stop = done + length
+        checked = self.skip and int(state.num_rejected) > 0
+        start_state = state
+        state, flags, clean = self._steps(state, done, stop, checked)
         _raise_invalid_data(flags, state, done, None)
+        if not checked and not bool(clean):
+            if self.skip:
+                bad, kept = self._first_nonfinite(start_state, done, stop)
+                self.rej = self.rej.at[bad].set(True)
+                state = kept._replace(num_rejected=kept.num_rejected + 1)
+                if bad + 1 < stop:
+                    state, _, _ = self._steps(state, bad + 1, stop, True)
+            else:
+                self.unclean = True
         buf, rej = self.buf, self.rej
         return (
             state,
-            lambda: buf[done : done + length],
-            lambda: np.asarray(rej[done : done + length]),
+            lambda: buf[done:stop],
+            lambda: np.asarray(rej[done:stop]),
             length,
         )
 
@@ -535,7 +595,8 @@ def _check_streak(
         if streak >= max_nonfinite:
             args, kwargs = last_args
             raise NonFiniteError(
-                f"svi_run: {streak} consecutive steps had a non-finite loss or gradient "
+                f"svi_run: {streak} consecutive steps had a non-finite loss or would "
+                "have made the state non-finite "
                 f"(at step {int(state.step)}). {nonfinite_report(svi, state, args, kwargs)} "
                 "Check priors and data for values outside their support, lower the "
                 "learning rate, or initialise parameters elsewhere."

@@ -37,6 +37,7 @@ from jsvi.state import ParamConstraints, SVIState
 
 __all__ = [
     "Compiled",
+    "apply_update",
     "compile_steps",
     "init_state",
     "nonfinite_params",
@@ -44,6 +45,7 @@ __all__ = [
     "objective",
     "raise_failed_checks",
     "run_steps",
+    "state_finite",
     "step",
     "step_key",
     "try_update",
@@ -154,6 +156,34 @@ def _all_true(flags: Mapping[str, Array]) -> Array | None:
     return ok
 
 
+def state_finite(state: SVIState) -> Array:
+    """True when every float value of the params, optimizer state and estimator
+    state is finite (one traced scalar)."""
+    ok = jnp.ones((), bool)
+    for leaf in jax.tree.leaves((state.params, state.opt_state, state.elbo_state)):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            ok = ok & jnp.all(jnp.isfinite(leaf))
+    return ok
+
+
+def apply_update(
+    svi: Any, state: SVIState, grads: Params, loss: Array, elbo_state: Any
+) -> SVIState:
+    """The state after the optimizer's update with ``grads`` (``step`` + 1)."""
+    if isinstance(svi.optimizer, optax.GradientTransformationExtraArgs):
+        updates, opt_state = svi.optimizer.update(
+            grads, state.opt_state, state.params, value=loss
+        )
+    else:
+        updates, opt_state = svi.optimizer.update(grads, state.opt_state, state.params)
+    return state._replace(
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        elbo_state=elbo_state,
+        step=state.step + 1,
+    )
+
+
 def step(
     svi: Any,
     state: SVIState,
@@ -167,13 +197,15 @@ def step(
     A rejected step keeps the state but for ``num_rejected``, which grows by one.
     A step is rejected when ``data_ok`` is False (observed values outside their
     support: nothing is computed, its loss is reported as NaN), and, with
-    ``skip_nonfinite``, when its loss or gradients are not finite (its loss is
-    reported as it was).
+    ``skip_nonfinite``, when its loss is not finite or the state it would leave
+    (params, optimizer state, estimator state) is not finite; its loss is then
+    reported as it was. Non-finite gradients are caught by the second test with
+    any usual optimizer (they make its update non-finite); one that absorbs them
+    (e.g. ``optax.zero_nans``) leaves a finite state, and the step is kept.
 
     Each check is one ``lax.cond``: the data check around the whole step (it does
-    not depend on the step), the finiteness check around the optimizer update,
-    which then writes the new state where the loop keeps it; a rejecting branch
-    passes the old state through.
+    not depend on the step), the finiteness check choosing between the new state
+    and the old one.
     """
 
     def rejected() -> SVIState:
@@ -183,31 +215,11 @@ def step(
         (_, (loss, elbo_state)), grads = jax.value_and_grad(
             objective(svi, state, args, kwargs), has_aux=True
         )(state.params)
-
-        def accepted() -> SVIState:
-            if isinstance(svi.optimizer, optax.GradientTransformationExtraArgs):
-                updates, opt_state = svi.optimizer.update(
-                    grads, state.opt_state, state.params, value=loss
-                )
-            else:
-                updates, opt_state = svi.optimizer.update(
-                    grads, state.opt_state, state.params
-                )
-            return state._replace(
-                params=optax.apply_updates(state.params, updates),
-                opt_state=opt_state,
-                elbo_state=elbo_state,
-                step=state.step + 1,
-            )
-
+        new = apply_update(svi, state, grads, loss, elbo_state)
         if not skip_nonfinite:
-            return accepted(), loss, jnp.zeros((), bool)
-        # Finite gradients give finite updates with any usual optimizer; params
-        # made non-finite by an update anyway are caught by svi_run at its end.
-        accept = jnp.isfinite(loss)
-        for g in jax.tree.leaves(grads):
-            accept = accept & jnp.all(jnp.isfinite(g))
-        return jax.lax.cond(accept, accepted, rejected), loss, ~accept
+            return new, loss, jnp.zeros((), bool)
+        accept = jnp.isfinite(loss) & state_finite(new)
+        return jax.lax.cond(accept, lambda: new, rejected), loss, ~accept
 
     if data_ok is None:
         return attempt()
@@ -266,9 +278,14 @@ def run_steps(
     stop: Array,
     spec: ArgSpec,
     skip_nonfinite: bool,
-) -> tuple[SVIState, Array, Array]:
-    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``;
-    also the observed-value flags by site (the data are the same for every step).
+) -> tuple[SVIState, Array, Array, dict[str, Array], Array]:
+    """Steps ``start .. stop-1`` of a run, writing into ``losses``/``rejected``:
+    ``(state, losses, rejected, observed-value flags by site, clean)``.
+
+    The flags check the data once (they are the same for every step). ``clean``
+    is True when the losses of these steps and the final state are all finite:
+    ``jsvi.loop`` runs steps without ``skip_nonfinite`` and looks for a rejected
+    step only when a run of them was not clean.
 
     The bounds are traced, so one compiled program serves every chunk of a run
     and every run of the same length (a ``lax.fori_loop`` with traced bounds).
@@ -276,6 +293,7 @@ def run_steps(
     args, kwargs = merge_args(spec, dynamic)
     flags = check_call(svi, state, args, kwargs, "svi_run")
     data_ok = _all_true(flags)
+    inside = (jnp.arange(losses.shape[0]) >= start) & (jnp.arange(losses.shape[0]) < stop)
 
     def body(i, carry):
         st, losses, rejected = carry
@@ -289,7 +307,6 @@ def run_steps(
     def reject_all(carry):
         # The data are the same for every step: invalid data reject them all.
         st, losses, rejected = carry
-        inside = (jnp.arange(losses.shape[0]) >= start) & (jnp.arange(losses.shape[0]) < stop)
         st = st._replace(num_rejected=st.num_rejected + (stop - start).astype(jnp.int32))
         return st, jnp.where(inside, jnp.nan, losses), rejected | inside
 
@@ -298,7 +315,8 @@ def run_steps(
         state, losses, rejected = run(carry)
     else:
         state, losses, rejected = jax.lax.cond(data_ok, run, reject_all, carry)
-    return state, losses, rejected, flags
+    clean = jnp.all(jnp.where(inside, jnp.isfinite(losses), True)) & state_finite(state)
+    return state, losses, rejected, flags, clean
 
 
 class Compiled(NamedTuple):
@@ -313,7 +331,7 @@ class Compiled(NamedTuple):
     update: Any  # (state, dynamic, spec) -> (state, loss)
     try_update: Any  # (state, dynamic, spec, skip) -> (state, loss, rejected, flags)
     evaluate: Any  # (state, dynamic, spec) -> loss
-    run_steps: Any  # (state, dynamic, losses, rejected, start, stop, spec, skip)
+    run_steps: Any  # (state, dynamic, losses, rejected, start, stop, spec, skip) -> 5-tuple
 
 
 def compile_steps(svi: Any) -> Compiled:
@@ -338,9 +356,10 @@ def nonfinite_params(state: SVIState) -> list[str]:
 
 
 def nonfinite_report(svi: Any, state: SVIState, args: tuple, kwargs: dict) -> str:
-    """Name the params, sites and gradients that are not finite at ``state``."""
+    """Name the params, sites, gradients and updates that are not finite at
+    ``state`` (for the draw of its next step)."""
 
-    def finite_flags(params: Params) -> tuple[dict[str, Array], dict[str, Array]]:
+    def finite_flags(params: Params):
         st = state._replace(params=params)
         model_tr, guide_tr = get_traces(
             step_key(st), svi.model, svi.guide, unconstrained_param_fn(params), args, kwargs
@@ -350,24 +369,33 @@ def nonfinite_report(svi: Any, state: SVIState, args: tuple, kwargs: dict) -> st
             for label, tr in (("model", model_tr), ("guide", guide_tr))
             for name, lp in tr.log_probs().items()
         }
-        grads = jax.grad(lambda p: objective(svi, st, args, kwargs)(p)[0])(params)
-        grad_ok = {
-            name: jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(v)]))
-            for name, v in grads.items()
-            if jax.tree.leaves(v)
-        }
-        return sites, grad_ok
+        (_, (loss, elbo_state)), grads = jax.value_and_grad(
+            objective(svi, st, args, kwargs), has_aux=True
+        )(params)
+        new = apply_update(svi, st, grads, loss, elbo_state)
+
+        def per_param(tree: Params) -> dict[str, Array]:
+            return {
+                name: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(v)]))
+                for name, v in tree.items()
+                if jax.tree.leaves(v)
+            }
+
+        return sites, per_param(grads), per_param(new.params)
 
     try:
         # traced, so that distribution validation does not stop at the first
         # non-finite argument
-        sites, grads = jax.jit(finite_flags)(state.params)
+        sites, grads, updated = jax.jit(finite_flags)(state.params)
         bad_sites = [where for where, ok in sites.items() if not bool(ok)]
         bad_grads = [name for name, ok in grads.items() if not bool(ok)]
+        bad_updates = [name for name, ok in updated.items() if not bool(ok)]
     except Exception as e:  # the report must not hide the original problem
-        bad_sites, bad_grads = [f"(could not re-run the model: {type(e).__name__}: {e})"], []
+        bad_sites = [f"(could not re-run the model: {type(e).__name__}: {e})"]
+        bad_grads, bad_updates = [], []
     return (
         f"Non-finite parameter values: {', '.join(nonfinite_params(state)) or 'none'}; "
         f"non-finite log-densities at: {', '.join(bad_sites) or 'none'}; non-finite "
-        f"gradients for params: {', '.join(bad_grads) or 'none'}."
+        f"gradients for params: {', '.join(bad_grads) or 'none'}; params the "
+        f"optimizer's update makes non-finite: {', '.join(bad_updates) or 'none'}."
     )
