@@ -54,6 +54,12 @@ __all__ = [
 
 
 
+# Tags for the keys of init (uint32 values no int32 step count reaches; the
+# model's stream within a step is folded in with 2**31 - 1).
+_INIT_KEY_TAG = 2**32 - 2
+_ESTIMATOR_KEY_TAG = 2**32 - 3
+
+
 def init_state(svi: Any, rng_key: PRNGKey, dynamic: list, spec: ArgSpec):
     """``(initial state, value-check flags)``; structural checks raise here.
 
@@ -63,7 +69,13 @@ def init_state(svi: Any, rng_key: PRNGKey, dynamic: list, spec: ArgSpec):
     passed (see ``raise_failed_checks``).
     """
     args, kwargs = merge_args(spec, dynamic)
-    rng_key, init_key, state_key = jax.random.split(rng_key, 3)
+    # The state keeps ``rng_key``; steps draw with ``fold_in(rng_key, step)``.
+    # Init's own keys are folded in with tags no step count reaches, and are
+    # computed only if something at init draws (a callable param init, an
+    # estimator state): otherwise jit drops them, and the init program holds no
+    # random-number code at all.
+    init_key = jax.random.fold_in(rng_key, _INIT_KEY_TAG)
+    state_key = jax.random.fold_in(rng_key, _ESTIMATOR_KEY_TAG)
     model_tr, guide_tr = get_traces(
         init_key, svi.model, svi.guide, init_values, args, kwargs, draw=False
     )
