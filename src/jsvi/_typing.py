@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
@@ -49,6 +50,20 @@ class DistributionLike(Protocol):
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds concrete values (not a tracer inside jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)
+
+
+def all_true(x: ArrayLike) -> Array:
+    """``jnp.all(x)``: a boolean scalar, True for an empty ``x``.
+
+    Reduced as bytes (``uint8``): XLA's CPU compiler builds a large reduction of
+    bytes much faster than one of booleans, and the checks of ``svi_init`` and
+    ``svi_update`` reduce whole observed arrays, whose compile time the user
+    waits for.
+    """
+    x = jnp.asarray(x)
+    if x.size == 0:
+        return jnp.ones((), bool)
+    return jnp.min(x.astype(bool).astype(jnp.uint8)) > 0
 
 
 def shape_of(x: Any) -> Shape:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsvi._typing import Array
+from jsvi._typing import Array, all_true
 from jsvi.errors import ArgumentError, ShapeError, StateError
 from jsvi.infer import check_traces, get_traces, init_values, is_internal, unconstrain
 from jsvi.state import ParamConstraints, SVIState
@@ -147,7 +147,7 @@ def observed_flags(model_tr: Any) -> dict[str, Array]:
             continue
         if site.mask is not None:
             ok = ok | ~jnp.asarray(site.mask, bool)
-        flags[name] = jnp.all(ok)
+        flags[name] = all_true(ok)
     return flags
 
 

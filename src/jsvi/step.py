@@ -23,7 +23,7 @@ import optax
 
 from jsvi import errors
 from jsvi._args import ArgSpec, merge_args
-from jsvi._typing import Array, Params, PRNGKey, is_concrete
+from jsvi._typing import Array, Params, PRNGKey, all_true, is_concrete
 from jsvi.boundary import check_call
 from jsvi.infer import (
     check_traces,
@@ -174,7 +174,7 @@ def state_finite(state: SVIState) -> Array:
     ok = jnp.ones((), bool)
     for leaf in jax.tree.leaves((state.params, state.opt_state, state.elbo_state)):
         if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            ok = ok & jnp.all(jnp.isfinite(leaf))
+            ok = ok & all_true(jnp.isfinite(leaf))
     return ok
 
 
@@ -327,7 +327,7 @@ def run_steps(
         state, losses, rejected = run(carry)
     else:
         state, losses, rejected = jax.lax.cond(data_ok, run, reject_all, carry)
-    clean = jnp.all(jnp.where(inside, jnp.isfinite(losses), True)) & state_finite(state)
+    clean = all_true(jnp.where(inside, jnp.isfinite(losses), True)) & state_finite(state)
     return state, losses, rejected, flags, clean
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jsvi import constraints
-from jsvi._typing import is_concrete, shape_of
+from jsvi._typing import all_true, is_concrete, shape_of
 from jsvi.core.primitives import FactorDensity
 from jsvi.core.runtime import CondIndepStackFrame
 from jsvi.core.scan import SCAN_LENGTH_KEY
@@ -433,7 +433,7 @@ def value_checks(
                 SupportError,
                 f"param {name!r}: init value lies outside its constraint "
                 f"{site.constraint!r}. Give an init_value inside the constraint",
-                _all([jnp.all(site.constraint.check(v)) for v in leaves]),
+                _all([all_true(site.constraint.check(v)) for v in leaves]),
             ))
             unconstrained = jax.tree.leaves(unconstrain(site.value, site.constraint))
             checks.append((
@@ -441,7 +441,7 @@ def value_checks(
                 f"param {name!r}: init value is not finite in unconstrained space (NaN, "
                 f"inf, or on the boundary of {site.constraint!r}). Give a finite "
                 "init_value strictly inside the constraint",
-                _all([jnp.all(jnp.isfinite(u)) for u in unconstrained]),
+                _all([all_true(jnp.isfinite(u)) for u in unconstrained]),
             ))
     for where, ok in validation_flags((guide_tr, model_tr)).items():
         checks.append((
@@ -460,8 +460,8 @@ def value_checks(
             return 8 * eps * (1.0 + jnp.abs(jnp.where(jnp.isfinite(bound), bound, 0.0)))
 
         ok = jnp.asarray(g[2] == m[2])
-        ok = ok & jnp.all(low_g >= low_m - slack(low_m))
-        ok = ok & jnp.all(high_g <= high_m + slack(high_m))
+        ok = ok & all_true(low_g >= low_m - slack(low_m))
+        ok = ok & all_true(high_g <= high_m + slack(high_m))
         checks.append((SupportError, _support_message(name, g_site, m_site, g, m), ok))
     for role, tr in (("guide", guide_tr), ("model", model_tr)):
         for name, site in tr.sample_sites().items():
@@ -473,6 +473,6 @@ def value_checks(
                 "checked (params at their init values, latent sites at a fixed point "
                 "of their support). Check the distribution's arguments there, and that "
                 "the guide proposes only values inside the model's support",
-                jnp.all(jnp.isfinite(site_log_prob(site))),
+                all_true(jnp.isfinite(site_log_prob(site))),
             ))
     return checks

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsvi._typing import Array, ModelFn, PRNGKey, shape_of
+from jsvi._typing import Array, ModelFn, PRNGKey, all_true, shape_of
 from jsvi.core.handlers import replay, seed, substitute, trace
 from jsvi.core.runtime import Handler, Message
 from jsvi.core.trace import Trace
@@ -301,7 +301,7 @@ def validation_flags(traces: tuple[Trace, ...]) -> dict[str, Array]:
                 continue
             value = site.value if site.is_observed else None
             for arg, ok in check(value).items():
-                flags[f"sample site {name!r}: {arg}"] = jnp.all(ok)
+                flags[f"sample site {name!r}: {arg}"] = all_true(ok)
     return flags
 
 
