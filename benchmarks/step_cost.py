@@ -18,9 +18,10 @@ Adam(1e-3), as in ``core_step.py``. Three measurements:
     also calls ``SVI.init``, which is timed on its own too). ``svi_run`` is
     timed whole: it includes its ``svi_init`` (already compiled, well under 1%
     of a loop here, timed on its own too) and, with its default
-    ``skip_nonfinite=True``, a finiteness check of loss and gradients per step;
-    ``jsvi_noskip`` is the loop alone, the program closest to the hand-written
-    one: ``svi_run(..., skip_nonfinite=False, init_state=state0)``.
+    ``skip_nonfinite=True``, one finiteness check of the losses and the final
+    state at the end of the loop; ``jsvi_noskip`` is the loop alone, the program
+    closest to the hand-written one:
+    ``svi_run(..., skip_nonfinite=False, init_state=state0)``.
     Per-step time = loop time / S. The rounds interleave the contenders in
     shuffled order; ratios are medians over rounds of the per-round ratio. The
     control, ``hand_again``, is the hand-written loop compiled a second time.
