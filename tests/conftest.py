@@ -8,16 +8,33 @@ this process and the subprocesses it starts (benchmark smoke runs, notebooks,
 multi-process tests); set it to 0 to run the suite on fully optimized programs.
 HLO-level passes (fusion, simplification) still run, and
 ``tests/test_optimized_build.py`` checks that fully optimized programs give the
-same losses.
+same losses. Each test process also keeps a JAX compilation cache of its own
+(``JSVI_TEST_COMPILATION_CACHE=0`` turns it off).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+if os.environ.get("JSVI_TEST_COMPILATION_CACHE", "1") == "1":
+    # Many tests build the same small programs (the coin, a normal model, ...):
+    # one JAX compilation cache per test process, set before anything compiles,
+    # lets later tests load what earlier ones compiled. Per process, so no two
+    # processes write one cache at once; removed when the process ends; not
+    # passed on to the subprocesses tests start.
+    _CACHE = tempfile.mkdtemp(prefix="jsvi-test-xla-cache-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 from jsvi.core.runtime import stack_is_empty
 
