@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _exact import compare_with_exact, empty_guide
 
 import jsvi
 import jsvi.distributions as dist
@@ -18,12 +19,7 @@ from jsvi import constraints, handlers
 from jsvi.core.enumeration import ENUM_DIM_KEY, enum
 from jsvi.errors import ArgumentError, SiteError
 
-RTOL, GRAD_RTOL = 1e-5, 1e-4  # float32 sums; gradients through T steps
 K = 3
-
-
-def empty_guide(*args):
-    del args
 
 
 def _params(key=5):
@@ -78,26 +74,6 @@ def path_log_lik(p, ys):
     return jnp.sum(per)
 
 
-def _compare(model, exact, params, *args):
-    est = jsvi.TraceEnum_ELBO()
-    got, got_grad = jax.jit(
-        jax.value_and_grad(
-            lambda q: -est.loss(jax.random.key(0), q, model, empty_guide, *args)
-        )
-    )(params)
-    want, want_grad = jax.jit(jax.value_and_grad(exact))(params)
-    np.testing.assert_allclose(got, want, rtol=RTOL)
-    for name in params:
-        scale = float(jnp.max(jnp.abs(want_grad[name])))
-        np.testing.assert_allclose(
-            got_grad[name],
-            want_grad[name],
-            rtol=GRAD_RTOL,
-            atol=GRAD_RTOL * max(scale, 1.0),
-            err_msg=name,
-        )
-
-
 def test_dims_are_recycled_along_a_long_chain():
     ys = jnp.zeros((2, 120))
     for history in (1, 2):
@@ -112,12 +88,12 @@ def test_dims_are_recycled_along_a_long_chain():
 
 def test_chain_equals_brute_force_over_paths():
     ys = _data((2, 4))
-    _compare(hmm, lambda p: path_log_lik(p, ys), _params(), ys)
+    compare_with_exact(hmm, lambda p: path_log_lik(p, ys), _params(), ys)
 
 
 def test_long_chain_equals_forward_algorithm():
     ys = _data((3, 25))
-    _compare(hmm, lambda p: forward_log_lik(p, ys), _params(), ys)
+    compare_with_exact(hmm, lambda p: forward_log_lik(p, ys), _params(), ys)
 
 
 def test_markov_without_handlers_is_a_plain_loop():
@@ -152,7 +128,7 @@ def test_history_two_equals_brute_force():
 
         return jax.nn.logsumexp(jax.vmap(one)(paths))
 
-    _compare(second_order, exact, params, ys)
+    compare_with_exact(second_order, exact, params, ys)
 
 
 @jsvi.config_enumerate
@@ -181,7 +157,7 @@ def test_plate_inside_the_chain_equals_brute_force():
 
         return jax.nn.logsumexp(jax.vmap(one)(paths))
 
-    _compare(plate_inside, exact, _params(), ys)
+    compare_with_exact(plate_inside, exact, _params(), ys)
 
 
 def test_bad_history_is_an_error():

@@ -12,18 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _exact import GRAD_RTOL, RTOL, compare_with_exact, empty_guide
 
 import jsvi
 import jsvi.distributions as dist
 from jsvi import constraints, handlers
 from jsvi.errors import ArgumentError, ShapeError, SiteError
 
-RTOL, GRAD_RTOL = 1e-5, 1e-4  # float32 sums; gradients through T steps
 K = 3
-
-
-def empty_guide(*args):
-    del args
 
 
 def _params(key=5):
@@ -106,26 +102,6 @@ def path_log_lik(p, ys, start=None):
     return jnp.sum(per)
 
 
-def _compare(model, exact, params, *args):
-    est = jsvi.TraceEnum_ELBO()
-    got, got_grad = jax.jit(
-        jax.value_and_grad(
-            lambda q: -est.loss(jax.random.key(0), q, model, empty_guide, *args)
-        )
-    )(params)
-    want, want_grad = jax.jit(jax.value_and_grad(exact))(params)
-    np.testing.assert_allclose(got, want, rtol=RTOL)
-    for name in want_grad:
-        scale = float(jnp.max(jnp.abs(want_grad[name])))
-        np.testing.assert_allclose(
-            got_grad[name],
-            want_grad[name],
-            rtol=GRAD_RTOL,
-            atol=GRAD_RTOL * max(scale, 1.0),
-            err_msg=name,
-        )
-
-
 # -- enumerated chains ----------------------------------------------------------
 
 
@@ -134,12 +110,12 @@ def _compare(model, exact, params, *args):
 )
 def test_scan_equals_brute_force_over_paths(model, start):
     ys = _data((2, 4))
-    _compare(model, lambda p: path_log_lik(p, ys, start), _params(), ys)
+    compare_with_exact(model, lambda p: path_log_lik(p, ys, start), _params(), ys)
 
 
 def test_long_scan_equals_forward_algorithm():
     ys = _data((2, 2000))
-    _compare(hmm, lambda p: forward_log_lik(p, ys), _params(), ys)
+    compare_with_exact(hmm, lambda p: forward_log_lik(p, ys), _params(), ys)
 
 
 @jsvi.config_enumerate
@@ -173,7 +149,7 @@ def test_plate_inside_the_step_equals_brute_force():
 
         return jax.nn.logsumexp(jax.vmap(one)(paths))
 
-    _compare(plate_inside, exact, _params(), ys)
+    compare_with_exact(plate_inside, exact, _params(), ys)
 
 
 @jsvi.config_enumerate
@@ -199,7 +175,7 @@ def test_masked_steps_count_as_absent():
     def exact(p):
         return forward_log_lik(p, ys[:1], 0) + forward_log_lik(p, ys[1:, :3], 0)
 
-    _compare(ragged, exact, _params(), ys, lengths)
+    compare_with_exact(ragged, exact, _params(), ys, lengths)
 
 
 def _jaxpr_size(T):

@@ -13,17 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _exact import RTOL, assert_value_and_grad_close, empty_guide, enum_value_and_grad
 
 import jsvi
 import jsvi.distributions as dist
 from jsvi import constraints
 from jsvi.errors import SiteError
-
-RTOL, GRAD_RTOL = 1e-5, 1e-4  # float32 sums; gradients through T steps
-
-
-def empty_guide(*args):
-    del args
 
 
 def _params(K, order, key=3):
@@ -96,29 +91,6 @@ def path_log_lik(p, ys, K, order):
     return jnp.sum(per)
 
 
-def _value_and_grad(model, params, *args):
-    est = jsvi.TraceEnum_ELBO()
-    return jax.jit(
-        jax.value_and_grad(
-            lambda q: -est.loss(jax.random.key(0), q, model, empty_guide, *args)
-        )
-    )(params)
-
-
-def _assert_close(got, want):
-    (value, grad), (want_value, want_grad) = got, want
-    np.testing.assert_allclose(value, want_value, rtol=RTOL)
-    for name in want_grad:
-        scale = float(jnp.max(jnp.abs(want_grad[name])))
-        np.testing.assert_allclose(
-            grad[name],
-            want_grad[name],
-            rtol=GRAD_RTOL,
-            atol=GRAD_RTOL * max(scale, 1.0),
-            err_msg=name,
-        )
-
-
 @pytest.mark.parametrize(
     "K, order, N, T",
     [(3, 2, 2, 5), (2, 2, 1, 2), (2, 3, 2, 5)],
@@ -126,17 +98,17 @@ def _assert_close(got, want):
 )
 def test_scan_history_equals_brute_force(K, order, N, T):
     ys, params = _data(N, T), _params(K, order)
-    got = _value_and_grad(scan_chain(K, order), params, ys)
+    got = enum_value_and_grad(scan_chain(K, order), params, ys)
     want = jax.value_and_grad(lambda q: path_log_lik(q, ys, K, order))(params)
-    _assert_close(got, want)
+    assert_value_and_grad_close(got, want)
 
 
 def test_scan_history_two_equals_markov_history_two():
     K, order, ys = 3, 2, _data(2, 7, key=4)
     params = _params(K, order, key=7)
-    got = _value_and_grad(scan_chain(K, order), params, ys)
-    want = _value_and_grad(markov_chain(K, order), params, ys)
-    _assert_close(got, want)
+    got = enum_value_and_grad(scan_chain(K, order), params, ys)
+    want = enum_value_and_grad(markov_chain(K, order), params, ys)
+    assert_value_and_grad_close(got, want)
 
 
 def _reaching(history, carried):

@@ -27,6 +27,7 @@ from jsvi.distributions._base import (
     MaskedDistribution,
     _check_base,
     _resolve_validate,
+    _Wrapper,
 )
 from jsvi.distributions._util import as_shape, sum_rightmost
 from jsvi.errors import ArgumentError, ShapeError
@@ -175,7 +176,7 @@ class TransformedDistribution(Distribution):
         )
 
 
-class NonReparameterized(Distribution):
+class NonReparameterized(_Wrapper):
     """``base_dist`` with ``has_rsample=False`` and samples behind
     ``stop_gradient``, which forces the score-function gradient estimator.
 
@@ -183,29 +184,12 @@ class NonReparameterized(Distribution):
         base_dist: any distribution.
     """
 
-    _pytree_data_fields = ("base_dist",)
     has_rsample = False
 
     def __init__(self, base_dist: Distribution, *, validate_args: bool | None = None):
         _check_base("NonReparameterized", base_dist)
         self.base_dist = base_dist
         super().__init__(validate_args=_resolve_validate(base_dist, validate_args))
-
-    @property
-    def batch_shape(self) -> Shape:
-        return self.base_dist.batch_shape
-
-    @property
-    def event_shape(self) -> Shape:
-        return self.base_dist.event_shape
-
-    @property
-    def support(self) -> Constraint:  # type: ignore[override]
-        return self.base_dist.support
-
-    @property
-    def has_enumerate_support(self) -> bool:  # type: ignore[override]
-        return self.base_dist.has_enumerate_support
 
     def sample(self, key: PRNGKey, sample_shape: int | Sequence[int] = ()) -> Array:
         # Draw from the base distribution with its parameters cut from autodiff:
@@ -216,14 +200,6 @@ class NonReparameterized(Distribution):
 
     def _log_prob(self, value: ArrayLike) -> Array:
         return self.base_dist._unchecked_log_prob(value)
-
-    @property
-    def mean(self) -> Array:
-        return self.base_dist.mean
-
-    @property
-    def variance(self) -> Array:
-        return self.base_dist.variance
 
     def enumerate_support(self, expand: bool = True) -> Array:
         return self.base_dist.enumerate_support(expand)
