@@ -50,3 +50,18 @@ def compare_with_exact(model, exact, params, *args):
         enum_value_and_grad(model, params, *args),
         jax.jit(jax.value_and_grad(exact))(params),
     )
+
+
+def viterbi_path(log_init, log_trans, log_obs):
+    """The most probable state path of one chain, by dynamic programming in
+    float64: ``log_init`` (K,), ``log_trans`` (K, K), ``log_obs`` (T, K)."""
+    log_trans = np.asarray(log_trans, np.float64)
+    score, back = np.asarray(log_init, np.float64) + log_obs[0], []
+    for t in range(1, log_obs.shape[0]):
+        cand = score[:, None] + log_trans
+        back.append(np.argmax(cand, 0))
+        score = np.max(cand, 0) + log_obs[t]
+    path = [int(np.argmax(score))]
+    for b in reversed(back):
+        path.append(int(b[path[-1]]))
+    return np.array(path[::-1])

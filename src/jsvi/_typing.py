@@ -52,6 +52,19 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def same_array_value(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` hold the same concrete values (same shape, equal
+    entries; False for tracers and for values that are not array-like). Used by
+    the ``==`` of objects that carry array fields (constraints, transforms)."""
+    if isinstance(a, jax.core.Tracer) or isinstance(b, jax.core.Tracer):
+        return False
+    try:
+        a_np, b_np = np.asarray(a), np.asarray(b)
+    except (TypeError, ValueError):
+        return False
+    return a_np.shape == b_np.shape and bool(np.array_equal(a_np, b_np))
+
+
 def all_true(x: ArrayLike) -> Array:
     """``jnp.all(x)``: a boolean scalar, True for an empty ``x``.
 

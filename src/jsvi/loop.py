@@ -348,9 +348,7 @@ def svi_run(
     finally:
         if bar is not None:
             bar.close()
-    if not skip_nonfinite and (
-        getattr(runner, "unclean", False) or not np.all(np.isfinite(runner.losses(done)))
-    ):
+    if not skip_nonfinite and runner.unclean:
         warnings.warn(
             f"svi_run: non-finite losses or state values with skip_nonfinite=False "
             f"(at step {int(state.step)}; non-finite params: "
@@ -513,6 +511,7 @@ class _StreamRunner:
         self.pending: tuple | None = _to_device(first)
         self.all_losses: list[Array] = []
         self.last_args = first
+        self.unclean = False  # a loss was not finite (without skip_nonfinite)
 
     def _prefetch(self) -> None:
         if self.pending is None and self.left > 0:
@@ -547,6 +546,7 @@ class _StreamRunner:
         chunk_losses = np.asarray(jax.device_get(losses)).reshape(-1)
         chunk_rejected = np.asarray(jax.device_get(rejected), bool).reshape(-1)
         self.all_losses.append(chunk_losses)
+        self.unclean = self.unclean or not np.all(np.isfinite(chunk_losses))
         return state, lambda: chunk_losses, lambda: chunk_rejected, len(losses)
 
     def losses(self, done: int) -> Array:

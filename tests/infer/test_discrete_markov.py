@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _exact import viterbi_path
 
 import jsvi
 import jsvi.distributions as dist
@@ -140,15 +141,7 @@ def viterbi(y):
     init, trans, locs = (np.asarray(a, np.float64) for a in (INIT, TRANS, LOCS))
     y = np.asarray(y, np.float64)
     log_obs = np.sum(-0.5 * (y[:, None, :] - locs[None, :, None]) ** 2, -1)
-    score, back = np.log(init) + log_obs[0], []
-    for t in range(1, y.shape[0]):
-        cand = score[:, None] + np.log(trans)
-        back.append(np.argmax(cand, 0))
-        score = np.max(cand, 0) + log_obs[t]
-    path = [int(np.argmax(score))]
-    for b in reversed(back):
-        path.append(int(b[path[-1]]))
-    return np.array(path[::-1])
+    return viterbi_path(np.log(init), np.log(trans), log_obs)
 
 
 @jsvi.config_enumerate

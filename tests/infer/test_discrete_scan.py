@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _exact import viterbi_path
 
 import jsvi
 import jsvi.distributions as dist
@@ -103,15 +104,7 @@ def viterbi(y):
     """The best path of one sequence, by dynamic programming in float64."""
     init, trans, locs = (np.asarray(a, np.float64) for a in (INIT, TRANS, LOCS))
     log_obs = -0.5 * (np.asarray(y, np.float64)[:, None] - locs) ** 2
-    score, back = np.log(init) + log_obs[0], []
-    for t in range(1, y.shape[0]):
-        cand = score[:, None] + np.log(trans)
-        back.append(np.argmax(cand, 0))
-        score = np.max(cand, 0) + log_obs[t]
-    path = [int(np.argmax(score))]
-    for b in reversed(back):
-        path.append(int(b[path[-1]]))
-    return np.array(path[::-1])
+    return viterbi_path(np.log(init), np.log(trans), log_obs)
 
 
 def test_long_chain_viterbi_is_linear_and_exact():

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsvi._typing import Array, ArrayLike
+from jsvi._typing import Array, ArrayLike, same_array_value
 from jsvi.errors import ShapeError
 
 
@@ -39,13 +39,7 @@ def _same(a: Any, b: Any) -> bool:
         return a == b
     if isinstance(a, Constraint) and isinstance(b, Constraint):
         return a == b
-    if isinstance(a, jax.core.Tracer) or isinstance(b, jax.core.Tracer):
-        return False
-    try:
-        a_np, b_np = np.asarray(a), np.asarray(b)
-    except (TypeError, ValueError):
-        return False
-    return a_np.shape == b_np.shape and bool(np.array_equal(a_np, b_np))
+    return same_array_value(a, b)
 
 
 def _float_dtype(x: Any) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 from jax.tree_util import GetAttrKey
 
 from jsvi import constraints
-from jsvi._typing import Array, ArrayLike, Shape
+from jsvi._typing import Array, ArrayLike, Shape, same_array_value
 from jsvi.constraints import Constraint
 from jsvi.errors import ArgumentError, ShapeError
 
@@ -91,13 +91,7 @@ def _same_value(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(
             _same_value(x, y) for x, y in zip(a, b, strict=True)
         )
-    if isinstance(a, jax.core.Tracer) or isinstance(b, jax.core.Tracer):
-        return False
-    try:
-        a_np, b_np = np.asarray(a), np.asarray(b)
-    except (TypeError, ValueError):
-        return False
-    return a_np.shape == b_np.shape and bool(np.array_equal(a_np, b_np))
+    return same_array_value(a, b)
 
 
 # ------------------------------------------------------------------ utilities
